@@ -1,0 +1,5 @@
+"""`python -m blockradar` runs the CLI."""
+
+from blockradar.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""PBX connectors: one module per PBX transport, one per event normalizer, and the shared contract."""

@@ -1,0 +1,90 @@
+"""The call outcome: one immutable, PBX-independent record per finished outbound call attempt.
+
+Connectors' normalizers build these; everything downstream (classifier, windows, alerts, store,
+report) reads only this record. Missing information is ``None``, never a guess.
+Times are UNIX epoch seconds (UTC, float), which keeps the hot path cheap; the ``iso`` helper
+formats them for output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from blockradar.redress import Redress, redress_from
+
+PbxKind = Literal["asterisk", "freeswitch", "replay"]
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """One finished outbound call attempt (one trunk leg), as the carrier answered it."""
+
+    pbx: str
+    connector: str
+    call_id: str
+    started_at: float | None = None
+    ended_at: float | None = None
+    answered: bool = False
+    talk_s: float | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    callee_number: str | None = None
+    trunk: str | None = None
+    sip_code: int | None = None
+    sip_phrase: str | None = None
+    reason: str | None = None
+    q850_cause: int | None = None
+    pbx_cause: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    call_info: str | None = None
+    redress: Redress | None = None
+
+    def __post_init__(self) -> None:
+        if self.headers and not isinstance(self.headers, MappingProxyType):
+            object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+        if self.redress is None and (self.reason or self.call_info):
+            object.__setattr__(self, "redress", redress_from(self.reason, self.call_info))
+
+    def replace(self, **changes: Any) -> CallOutcome:
+        """A copy with some fields changed (redress is recomputed when reason/call_info change)."""
+        if "reason" in changes or "call_info" in changes:
+            changes.setdefault("redress", None)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601, headers as a plain dict, redress as a dict or None)."""
+        return {
+            "pbx": self.pbx,
+            "connector": self.connector,
+            "call_id": self.call_id,
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "answered": self.answered,
+            "talk_s": self.talk_s,
+            "caller_number": self.caller_number,
+            "caller_name": self.caller_name,
+            "callee_number": self.callee_number,
+            "trunk": self.trunk,
+            "sip_code": self.sip_code,
+            "sip_phrase": self.sip_phrase,
+            "reason": self.reason,
+            "q850_cause": self.q850_cause,
+            "pbx_cause": self.pbx_cause,
+            "headers": dict(self.headers),
+            "call_info": self.call_info,
+            "redress": self.redress.to_dict() if self.redress else None,
+        }
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 UTC with milliseconds, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
