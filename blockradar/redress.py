@@ -22,7 +22,7 @@ MAX_HEADER_CHARS = 4096  # longer input is cut: a Reason header is never legitim
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TEL_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL_RE = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
-_LOCATIONS = frozenset({"LN", "TN", "RLN", "LPN", "RPN", "U", "LPN", "BI", "INTL"})
+_LOCATIONS = frozenset({"LN", "TN", "RLN", "LPN", "RPN", "U", "BI", "INTL"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -76,12 +76,10 @@ def clean(text: str | None) -> str | None:
         return None
     try:
         text = str(text)[:MAX_HEADER_CHARS]
-        if "%" in text and ";" not in text and "=" not in text.split("%", 1)[0]:
-            text = unquote(text)
-        elif re.search(r"%3[bBdD]", text):
+        if ("%" in text and ";" not in text and "=" not in text.split("%", 1)[0]) or re.search(r"%3[bBdD]", text):
             text = unquote(text)
         return _CONTROL.sub("", text).strip()
-    except Exception:  # noqa: BLE001 - total by contract
+    except Exception:
         return None
 
 
@@ -146,7 +144,7 @@ def parse_reason(header: str | None) -> list[ReasonValue]:
                 else:
                     params.append((name, _unquote_param(value)))
             values.append(ReasonValue(protocol, cause, reason_text, tuple(params)))
-    except Exception:  # noqa: BLE001 - total by contract
+    except Exception:
         return values
     return values
 
@@ -214,7 +212,7 @@ def redress_from_call_info(header: str | None) -> Redress | None:
             if uri.lower().startswith("data:"):
                 return Redress("call-info", False, url=uri[:64] + ("..." if len(uri) > 64 else ""))
             return Redress("call-info", _valid_url(uri), url=uri or None)
-    except Exception:  # noqa: BLE001 - total by contract
+    except Exception:
         return None
     return None
 
@@ -223,5 +221,5 @@ def redress_from(reason: str | None, call_info: str | None) -> Redress | None:
     """The redress of a response: the 603+ Reason AVPs first, else the 608 Call-Info jwscard."""
     try:
         return redress_from_reason(reason) or redress_from_call_info(call_info)
-    except Exception:  # noqa: BLE001 - total by contract
+    except Exception:
         return None

@@ -1,0 +1,124 @@
+"""YAML documents that remember where every key and value was written.
+
+Rule files and the daemon config are YAML written by people; when something is wrong the message
+must name the file, line, column and key path. ``load_yaml`` returns the plain data plus a map from
+key paths to positions; ``Problem`` is one finding in the ``file:line:column: key.path: message``
+form that ``rules check`` and config validation print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+    key_path: str
+    message: str
+    severity: str = "error"  # error | warning
+
+    def __str__(self) -> str:
+        label = "" if self.severity == "error" else f"{self.severity}: "
+        key = self.key_path or "(document)"
+        return f"{self.file}:{self.line}:{self.column}: {label}{key}: {self.message}"
+
+
+class YamlError(Exception):
+    """One or more problems that make a YAML file unusable. ``str()`` lists them, one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def format_path(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """Parsed data and, for every key path, the (line, column) where it was written (1-based)."""
+
+    file: str
+    data: Any
+    marks: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: KeyPath) -> tuple[int, int]:
+        """The position of ``path``, or of its nearest written ancestor."""
+        for end in range(len(path), -1, -1):
+            mark = self.marks.get(path[:end])
+            if mark is not None:
+                return mark
+        return (1, 1)
+
+    def problem(self, path: KeyPath, message: str, severity: str = "error") -> Problem:
+        line, column = self.where(path)
+        return Problem(self.file, line, column, format_path(path), message, severity)
+
+
+def _walk(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, tuple[int, int]],
+          problems: list[Problem], file: str) -> None:
+    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            child = (*path, key)
+            if key in seen and key != "<<":
+                problems.append(Problem(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                                        format_path(child), "duplicate key (each key may appear once)"))
+            seen.add(key)
+            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk(value_node, child, marks, problems, file)
+            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*path, index), marks, problems, file)
+
+
+def parse_yaml(text: str, file: str) -> YamlDocument:
+    """Parse YAML text (safe loader). Raises YamlError with positions on syntax errors."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlError([Problem(file, line, column, "", f"not valid YAML: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise YamlError([Problem(file, 1, 1, "", f"not valid YAML: {exc}")]) from None
+    marks: dict[KeyPath, tuple[int, int]] = {}
+    problems: list[Problem] = []
+    if node is not None:
+        _walk(node, (), marks, problems, file)
+    if problems:
+        raise YamlError(problems)
+    return YamlDocument(file, data, marks)
+
+
+def load_yaml(path: str | Path, display_name: str | None = None) -> YamlDocument:
+    """Read and parse a YAML file; unreadable or undecodable files become a YamlError too."""
+    name = display_name or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlError([Problem(name, 1, 1, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+    except OSError as exc:
+        raise YamlError([Problem(name, 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from None
+    return parse_yaml(text, name)
