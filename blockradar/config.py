@@ -1,0 +1,321 @@
+"""The daemon's config file: schema, ``${VAR}`` and ``*_file`` secrets, file:line:key errors.
+
+``load_config(path)`` reads YAML (positions kept), expands ``${VAR}`` / ``${VAR:-default}`` from the
+environment, reads ``<secret>_file`` keys (``secret_file``, ``password_file``, ``webhook_url_file``,
+``url_file``) into their secret, then validates everything with pydantic. Any problem raises a
+``ConfigError`` whose lines read ``file:line:column: key.path: message``; the CLI prints them and
+exits 2 before anything starts. Secrets end up as ``blockradar.secret.Secret`` and never print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from blockradar.alerts import AlertingConfig
+from blockradar.durations import parse_duration
+from blockradar.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
+from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, format_path, load_yaml
+
+SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token"})
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(YamlError):
+    """The config cannot be used; ``problems`` lists every error with its position."""
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AsteriskConnectorConfig(_Strict):
+    """One Asterisk AMI connection."""
+
+    type: Literal["asterisk"]
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    secret: SecretStr
+    tls: bool = False
+    ca_file: str | None = None
+    server_name: str | None = None
+    events: str = "system,call"
+    ping_interval: Duration = 10.0
+    ping_timeout: Duration = 5.0
+    backoff_initial: Duration = 0.5
+    backoff_max: Duration = 30.0
+    auth_backoff: Duration = 300.0
+    call_ttl: Duration = 4 * 3600.0
+    clock_skew_tolerance: Duration = 5.0
+
+    @field_validator("ping_interval", "ping_timeout", "backoff_initial", "backoff_max", "auth_backoff",
+                     "call_ttl", "clock_skew_tolerance", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return _duration(value)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: str) -> str:
+        classes = {c.strip().lower() for c in value.split(",") if c.strip()}
+        if value.strip().lower() != "on" and not {"system", "call"} <= classes:
+            raise ValueError("the Events mask must include 'system' (FullyBooted, Shutdown) and 'call' "
+                             "(Dial, Hangup), e.g. 'system,call'")
+        return value
+
+
+class FreeswitchConnectorConfig(_Strict):
+    """One FreeSWITCH event socket connection."""
+
+    type: Literal["freeswitch"]
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8021, ge=1, le=65535)
+    password: SecretStr
+    filters: list[str] = Field(default_factory=list)
+    heartbeat_timeout: Duration = 60.0
+    backoff_initial: Duration = 0.5
+    backoff_max: Duration = 30.0
+    auth_backoff: Duration = 300.0
+    command_timeout: Duration = 5.0
+    max_pending: int = Field(default=100_000, ge=100)
+    clock_skew_tolerance: Duration = 5.0
+
+    @field_validator("heartbeat_timeout", "backoff_initial", "backoff_max", "auth_backoff", "command_timeout",
+                     "clock_skew_tolerance", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return _duration(value)
+
+
+ConnectorConfig = Annotated[AsteriskConnectorConfig | FreeswitchConnectorConfig, Field(discriminator="type")]
+
+
+class HttpConfig(_Strict):
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9464")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SelfHealthConfig(_Strict):
+    """When the daemon pages about itself."""
+
+    link_down_after: Duration = 60.0  # a connector not connected for this long -> self-alert
+    auth_failing_after: Duration = 0.0  # authentication failing for this long -> self-alert
+
+    @field_validator("link_down_after", "auth_failing_after", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return _duration(value)
+
+
+class DaemonConfig(_Strict):
+    connectors: list[ConnectorConfig] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    thresholds: list[ThresholdConfig] | None = None
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    notifiers: list[dict[str, Any]] = Field(default_factory=list)
+    store: str = "/var/lib/blockradar/state.db"
+    retention: Duration = 30 * 86400.0
+    http: HttpConfig | None = Field(default_factory=HttpConfig)
+    log_format: Literal["human", "json"] = "human"
+    self_health: SelfHealthConfig = Field(default_factory=SelfHealthConfig)
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> float:
+        return _duration(value)
+
+    @field_validator("connectors")
+    @classmethod
+    def _unique_names(cls, value: list[Any]) -> list[Any]:
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"connector names must be unique; repeated: {dupes}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unique_thresholds(cls, value: list[ThresholdConfig] | None) -> list[ThresholdConfig] | None:
+        if value:
+            names = [t.name for t in value]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"threshold names must be unique; repeated: {dupes}")
+        return value
+
+    def effective_thresholds(self) -> list[ThresholdConfig]:
+        return list(self.thresholds) if self.thresholds is not None else list(DEFAULT_THRESHOLDS)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config plus where it came from (for reloads and messages)."""
+
+    path: str
+    config: DaemonConfig
+    document: YamlDocument
+
+
+# ------------------------------------------------------------------------------------- expansion
+
+def _expand_env(value: str, path: KeyPath, doc: YamlDocument, env: Mapping[str, str],
+                problems: list[Problem]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(doc.problem(path, f"environment variable {name} is not set (and no ${{{name}:-default}})"))
+        return ""
+
+    return _ENV_RE.sub(substitute, value)
+
+
+def _expand(node: Any, path: KeyPath, doc: YamlDocument, env: Mapping[str, str], base_dir: Path,
+            problems: list[Problem]) -> Any:
+    if isinstance(node, str):
+        return _expand_env(node, path, doc, env, problems)
+    if isinstance(node, list):
+        return [_expand(item, (*path, i), doc, env, base_dir, problems) for i, item in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    out: dict[Any, Any] = {}
+    for key, value in node.items():
+        child = (*path, key)
+        if isinstance(key, str) and key.endswith("_file") and key[:-5] in SECRET_KEYS:
+            target = key[:-5]
+            if target in node:
+                problems.append(doc.problem(child, f"give either {target} or {key}, not both"))
+                continue
+            file_name = _expand(value, child, doc, env, base_dir, problems)
+            if not isinstance(file_name, str) or not file_name:
+                problems.append(doc.problem(child, "expected the path of a file holding the secret"))
+                continue
+            secret_path = Path(file_name)
+            if not secret_path.is_absolute():
+                secret_path = base_dir / secret_path
+            try:
+                out[target] = secret_path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                problems.append(doc.problem(child, f"cannot read secret file {file_name}: {reason}"))
+            continue
+        out[key] = _expand(value, child, doc, env, base_dir, problems)
+    return out
+
+
+_CONNECTOR_TAGS = {"asterisk", "freeswitch"}
+
+
+def _pydantic_problems(exc: ValidationError, doc: YamlDocument, prefix: KeyPath = ()) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = list(error.get("loc", ()))
+        # discriminated unions put the tag into the location: connectors.0.asterisk.port
+        if len(loc) >= 3 and loc[0] == "connectors" and loc[2] in _CONNECTOR_TAGS:
+            del loc[2]
+        loc = [("for" if part == "for_" else part) for part in loc]
+        message = str(error.get("msg", "invalid value"))
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        if error.get("type") == "extra_forbidden":
+            message = "unknown key"
+        elif error.get("type") == "missing":
+            message = "required key is missing"
+        elif error.get("type") == "union_tag_invalid":
+            message = "type must be 'asterisk' or 'freeswitch'"
+        elif error.get("type") == "union_tag_not_found":
+            message = "each connector needs type: asterisk or type: freeswitch"
+        path: KeyPath = (*prefix, *loc)
+        problems.append(doc.problem(path, message))
+    return problems
+
+
+def parse_config(doc: YamlDocument, env: Mapping[str, str] | None = None,
+                 base_dir: Path | None = None) -> DaemonConfig:
+    """Validate a parsed YAML document as the daemon config (raises ConfigError)."""
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError([doc.problem((), "the config file is a mapping of sections (connectors, rules, ...)")])
+    expanded = _expand(data, (), doc, env, base_dir or Path(doc.file).parent, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = DaemonConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(exc, doc)) from None
+    notifier_problems = validate_notifiers(config.notifiers, doc)
+    if notifier_problems:
+        raise ConfigError(notifier_problems)
+    return config
+
+
+def validate_notifiers(entries: list[dict[str, Any]], doc: YamlDocument) -> list[Problem]:
+    """Each ``notifiers:`` entry against its notifier's own config model."""
+    from blockradar.notifiers import notifier_config_model
+
+    problems: list[Problem] = []
+    for index, entry in enumerate(entries):
+        kind = entry.get("type")
+        model = notifier_config_model(kind) if isinstance(kind, str) else None
+        if model is None:
+            from blockradar.notifiers import NOTIFIER_TYPES
+
+            problems.append(doc.problem(("notifiers", index, "type") if "type" in entry else ("notifiers", index),
+                                        f"type must be one of {sorted(NOTIFIER_TYPES)}"))
+            continue
+        try:
+            model.model_validate(entry)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, doc, ("notifiers", index))
+    return problems
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, expand and validate a config file. Raises ConfigError (file:line:key messages)."""
+    try:
+        doc = load_yaml(path)
+    except YamlError as exc:
+        raise ConfigError(exc.problems) from None
+    config = parse_config(doc, env, Path(path).resolve().parent)
+    return LoadedConfig(str(path), config, doc)
+
+
+def describe_problem_path(path: KeyPath) -> str:
+    return format_path(path)

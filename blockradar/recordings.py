@@ -1,0 +1,63 @@
+"""Recorded PBX streams: detect the format of a file from its content and read its outcomes.
+
+A recording is the raw bytes a client received: an AMI session (``Asterisk Call Manager/...``
+banner, CRLF frames) or an ESL session (``Content-Type:`` envelopes; ``event plain`` or
+``event json``). The readers live beside their connectors and run exactly the live parsing and
+normalizing code; this module only decides which one a file needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blockradar.outcome import CallOutcome
+
+HEAD_BYTES = 4096
+
+
+class RecordingError(Exception):
+    """A file that cannot be replayed (unreadable, or neither AMI nor ESL)."""
+
+
+@dataclass(slots=True)
+class Recording:
+    path: str
+    format: str  # "ami" | "esl"
+    outcomes: list[CallOutcome]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def detect_format(head: bytes) -> str | None:
+    """"ami", "esl", or None, from the first bytes of a recording."""
+    from blockradar.connectors.ami_recording import looks_like_ami
+    from blockradar.connectors.esl_recording import looks_like_esl
+
+    if looks_like_ami(head):
+        return "ami"
+    if looks_like_esl(head):
+        return "esl"
+    return None
+
+
+def read_recording(path: str | Path, connector: str = "replay") -> Recording:
+    """Every outcome of one recording file, in stream order, plus the reader's counters."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    kind = detect_format(data[:HEAD_BYTES])
+    if kind == "ami":
+        from blockradar.connectors.ami_recording import read_ami_recording
+
+        ami = read_ami_recording(data, connector=connector)
+        stats = {f.name: getattr(ami, f.name) for f in dataclasses.fields(ami) if f.name != "outcomes"}
+        return Recording(str(path), "ami", ami.outcomes, stats)
+    if kind == "esl":
+        from blockradar.connectors.esl_recording import read_esl_recording
+
+        esl = read_esl_recording(data, connector=connector)
+        return Recording(str(path), "esl", esl.outcomes, esl.stats.to_dict())
+    raise RecordingError(f"{path}: not a recorded AMI or ESL stream (it starts with {data[:40]!r})")
