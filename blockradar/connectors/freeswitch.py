@@ -1,0 +1,725 @@
+"""The FreeSWITCH connector: an ESL link in its own OS thread and gevent hub, outcomes to asyncio.
+
+Owns the transport (shared/reference/panoramisk-greenswitch-study.md §3, §5): greenswitch
+``InboundESL`` does connect, auth and commands; every byte read goes through our framer
+(``esl_wire``) and every event through our normalizer (``esl_calls``). Layout:
+
+* One dedicated ``threading.Thread`` runs its own gevent hub; nothing is monkey-patched. gevent
+  is imported here, at module import, which must happen in the main thread (a first import in a
+  worker makes that worker gevent's "main" thread).
+* A fresh ``InboundESL`` per connection (greenswitch G6); reconnect after any loss with jittered
+  exponential backoff; the subscription (``event plain|json <events> HEARTBEAT``) and every
+  ``filter`` are re-sent on every connect. With filters, ``filter Event-Name HEARTBEAT`` is added,
+  or the filters would drop the heartbeats (lifecycle fixture F5/F5b).
+* greenswitch defects, fixed where they bite: our reader replaces its reader and event queue, so
+  EOF mid-body ends the connection instead of spinning (G1), a reset marks it dead (G2), there is
+  no internal queue to lose on close (G3) and no second greenlet to leak (G4); every command and
+  the whole connect/auth has a timeout (G5); the disconnect-notice body is read by its length and
+  frames after it are still parsed (F3, where stock greenswitch crashed).
+* Liveness: no frame at all (FreeSWITCH sends HEARTBEAT every 20 s) for
+  ``heartbeat_liveness_s`` -> reconnect.
+* ``-ERR invalid`` and ``text/rude-rejection`` -> ``LinkState.AUTH_FAILED`` with a clear
+  ``last_error`` (never the password) and ``auth_backoff_s`` before the next try.
+* Outcomes cross to the asyncio loop in batches: a bounded deque plus one
+  ``loop.call_soon_threadsafe`` per batch. A full deque drops and counts; the reader never blocks.
+* ``close()`` stops the thread and joins it (a live gevent thread at interpreter exit segfaulted
+  Python 3.11), then delivers what was still pending.
+
+``record_esl`` (async) / ``record_esl_blocking`` write a live stream, byte for byte, for
+``blockradar record``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import random
+import socket as std_socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
+
+import gevent
+import gevent.event
+from greenswitch.esl import ESLEvent, InboundESL, NotConnectedError
+
+from blockradar.clock import Clock, EventTimeGuard, SystemClock
+from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink
+from blockradar.connectors.esl_calls import (
+    DEFAULT_DEDUP_SIZE,
+    HEARTBEAT_EVENT,
+    NORMALIZER_EVENTS,
+    EslCallNormalizer,
+)
+from blockradar.connectors.esl_wire import (
+    API_RESPONSE,
+    AUTH_REQUEST,
+    COMMAND_REPLY,
+    DISCONNECT_NOTICE,
+    EVENT_TYPES,
+    RUDE_REJECTION,
+    EslFrame,
+    EslFramer,
+    EslProtocolError,
+    event_name,
+)
+from blockradar.outcome import CallOutcome
+from blockradar.secret import Secret
+
+log = logging.getLogger(__name__)
+
+if threading.current_thread() is not threading.main_thread():  # see the module docstring
+    log.warning(
+        "blockradar.connectors.freeswitch was first imported outside the main thread; "
+        "import it (and so gevent) from the main thread"
+    )
+
+PBX = "freeswitch"
+_POLL_S = 0.05  # how often the link thread looks at its stop flag and liveness
+_READ_BYTES = 256 * 1024
+_FORMATS = ("plain", "json")
+
+
+@dataclass(slots=True, kw_only=True)
+class FreeswitchConfig:
+    """One FreeSWITCH event socket to listen to."""
+
+    name: str
+    host: str
+    port: int = 8021
+    password: Secret
+    events: tuple[str, ...] = (*NORMALIZER_EVENTS, HEARTBEAT_EVENT)
+    event_format: str = "plain"  # "plain" (default, cheapest) or "json"
+    filters: tuple[str, ...] = ()  # ESL "filter <header> <value>" lines, e.g. "Call-Direction outbound"
+    heartbeat_liveness_s: float = 60.0  # no frame at all for this long -> reconnect
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_reset_after_s: float = 10.0  # a connection that lived this long resets the backoff
+    auth_backoff_s: float = 300.0  # wrong password / ACL: it will not fix itself soon
+    connect_timeout_s: float = 5.0  # TCP connect + auth/request + auth reply
+    command_timeout_s: float = 5.0  # any command reply
+    stop_timeout_s: float = 5.0  # how long close() waits for the link thread
+    max_pending: int = 10_000  # outcomes waiting for the asyncio loop; more are dropped and counted
+    clock_skew_tolerance_s: float = 5.0
+    dedup_size: int = DEFAULT_DEDUP_SIZE
+    gateways_only: bool = False  # only legs with a sofia gateway (not calls to registered phones)
+
+    def __post_init__(self) -> None:
+        if self.event_format not in _FORMATS:
+            raise ValueError(f"event_format must be one of {_FORMATS}, not {self.event_format!r}")
+        for text in (self.host, self.password.reveal(), *self.events, *self.filters):
+            if "\n" in text or "\r" in text:
+                raise ValueError("ESL settings must not contain line breaks")
+        for item in self.filters:
+            if len(item.split(None, 1)) != 2:
+                raise ValueError(f"an ESL filter is '<header> <value>', not {item!r}")
+        if self.max_pending < 1 or self.backoff_min_s <= 0 or self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("max_pending must be >= 1 and 0 < backoff_min_s <= backoff_max_s")
+
+    def subscription(self) -> str:
+        """The ``event`` command: the configured events plus what the normalizer and liveness need."""
+        names = list(dict.fromkeys((*self.events, *NORMALIZER_EVENTS, HEARTBEAT_EVENT)))
+        if "ALL" in names:
+            names = ["ALL"]
+        return f"event {self.event_format} {' '.join(names)}"
+
+    def filter_commands(self) -> list[str]:
+        """The ``filter`` commands, with the HEARTBEAT filter that keeps liveness working."""
+        if not self.filters:
+            return []
+        lines = list(dict.fromkeys(self.filters))
+        if not any(line.split() == ["Event-Name", HEARTBEAT_EVENT] for line in lines):
+            lines.append(f"Event-Name {HEARTBEAT_EVENT}")
+        return [f"filter {line}" for line in lines]
+
+    def commands(self) -> list[str]:
+        return [self.subscription(), *self.filter_commands()]
+
+
+class EslAuthError(Exception):
+    """The server refused us: wrong password (``-ERR invalid``) or ACL (``text/rude-rejection``)."""
+
+
+class EslCommandError(Exception):
+    """A command got no ``+OK`` reply, or no reply in time."""
+
+
+def _command_verb(command: str) -> str:
+    """The first word of a command: what may appear in logs (``auth <password>`` must not)."""
+    return command.split(" ", 1)[0]
+
+
+class HardenedInboundESL(InboundESL):
+    """greenswitch's InboundESL with our reader: framing by ``EslFramer``, no event queue.
+
+    ``on_frame(frame)`` gets every frame that is not a command reply, in the reader greenlet; it
+    must not block and must not raise (exceptions are caught and counted by the owner).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str,
+        *,
+        connect_timeout: float,
+        command_timeout: float,
+        on_frame: Callable[[EslFrame], None],
+        on_authenticating: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(host, port, password, timeout=connect_timeout)
+        self.command_timeout = command_timeout
+        self._on_frame = on_frame
+        self._on_authenticating = on_authenticating
+        self.framer = EslFramer()
+        self.rejected = False  # text/rude-rejection (ACL)
+        self.notice = False  # text/disconnect-notice seen (close is coming)
+        self.failure: str | None = None  # why the reader ended, secret-free
+        self.closed = gevent.event.Event()
+
+    # -- greenswitch hooks ----------------------------------------------------------------------
+
+    def start_event_handlers(self) -> None:
+        """Only our reader; greenswitch's event-queue greenlet is never started (G3, G4)."""
+        self._receive_events_greenlet = gevent.spawn(self.receive_events)
+        self._process_events_greenlet = None
+
+    def authenticate(self) -> None:
+        if self._on_authenticating is not None:
+            self._on_authenticating()
+        reply = self.send(f"auth {self.password}")
+        text = reply.headers.get("Reply-Text", "")
+        if text != "+OK accepted":
+            raise EslAuthError(f"authentication failed ({text[:40] or 'no reply text'})")
+
+    def send(self, data: str, timeout: float | None = None) -> Any:  # greenswitch's ESLEvent
+        """Send one command and wait for its reply, at most ``timeout`` (G5).
+
+        A timeout leaves greenswitch's reply FIFO out of step, so it kills the connection."""
+        if not self.connected:
+            raise NotConnectedError("not connected")
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._commands_sent.append(result)
+        try:
+            self.sock.sendall((data + "\n\n").encode("utf-8"))
+            return result.get(timeout=self.command_timeout if timeout is None else timeout)
+        except gevent.Timeout:
+            self.failure = f"no reply to '{_command_verb(data)}' within the command timeout"
+            self.abort()
+            raise EslCommandError(self.failure) from None
+
+    def receive_events(self) -> None:
+        """The reader: bytes -> frames -> dispatch, until EOF, an error or stop."""
+        sock = self.sock
+        try:
+            while self._run:
+                data = sock.recv(_READ_BYTES)
+                if not data:
+                    self.failure = self.failure or "connection closed by the server"
+                    break
+                for frame in self.framer.feed(data):
+                    self._dispatch(frame)
+        except EslProtocolError as exc:
+            for frame in exc.frames:
+                self._dispatch(frame)
+            self.failure = f"ESL protocol error: {exc}"
+        except OSError as exc:  # ConnectionResetError and friends (G2)
+            self.failure = self.failure or f"connection error: {type(exc).__name__}"
+        except gevent.GreenletExit:
+            self.failure = self.failure or "reader stopped"
+        finally:
+            left = self.framer.eof()
+            if left and self._run:
+                log.warning("ESL connection ended inside a frame (%d bytes discarded)", left)
+            self._mark_dead()
+
+    # -- our own ---------------------------------------------------------------------------------
+
+    def _dispatch(self, frame: EslFrame) -> None:
+        ctype = frame.headers.get("Content-Type", "")
+        if ctype in EVENT_TYPES:
+            self._on_frame(frame)
+        elif ctype in (COMMAND_REPLY, API_RESPONSE):
+            if not self._commands_sent:
+                log.debug("ESL reply with no command waiting; ignored")
+                return
+            reply = ESLEvent("")
+            reply.headers = dict(frame.headers)
+            reply.data = frame.headers.get("Reply-Text", "") if ctype == COMMAND_REPLY else frame.body_text()
+            self._commands_sent.pop(0).set(reply)
+        elif ctype == AUTH_REQUEST:
+            self._auth_request_event.set()
+        elif ctype == DISCONNECT_NOTICE:
+            self.notice = True  # keep reading: complete frames may follow (lifecycle F3)
+            self._on_frame(frame)
+        elif ctype == RUDE_REJECTION:
+            self.rejected = True
+            self.connected = False
+            self._auth_request_event.set()
+            self._on_frame(frame)
+        else:
+            self._on_frame(frame)
+
+    def _mark_dead(self) -> None:
+        self.connected = False
+        self._run = False
+        self._auth_request_event.set()  # unblock a connect() waiting for auth/request
+        for result in self._commands_sent:
+            if not result.ready():
+                result.set_exception(NotConnectedError("connection lost"))
+        self._commands_sent.clear()
+        self.closed.set()
+
+    def abort(self) -> None:
+        """Drop the connection now (no ``exit``)."""
+        self.connected = False
+        self._run = False
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(std_socket.SHUT_RDWR)
+
+    def teardown(self, *, graceful: bool) -> None:
+        """Close everything this connection owns: greenlet, file, socket (G7-safe)."""
+        if graceful and self.connected:
+            with contextlib.suppress(Exception):  # best effort on the way out
+                self.send("exit", timeout=min(1.0, self.command_timeout))
+        self.abort()
+        reader = self._receive_events_greenlet
+        if reader is not None and not reader.dead:
+            reader.kill(block=True, timeout=1.0)
+        sock_file = getattr(self, "sock_file", None)
+        if sock_file is not None:
+            with contextlib.suppress(OSError):
+                sock_file.close()
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class OutcomeHandoff:
+    """Outcomes from the link thread to the asyncio loop: bounded, batched, never blocking.
+
+    ``put`` runs in the link thread; ``deliver(batch)`` runs in the loop thread, once per batch.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[list[CallOutcome]], None],
+        max_pending: int,
+    ) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._max = max_pending
+        self._pending: collections.deque[CallOutcome] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.dropped = 0
+        self.high_water = 0
+
+    def put(self, outcome: CallOutcome) -> bool:
+        with self._lock:
+            if len(self._pending) >= self._max:
+                self.dropped += 1
+                return False
+            self._pending.append(outcome)
+            self.high_water = max(self.high_water, len(self._pending))
+            if self._scheduled:
+                return True
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:  # the loop is closed: close() will flush what is left
+            with self._lock:
+                self._scheduled = False
+        return True
+
+    def drain(self) -> None:
+        """Deliver everything pending (loop thread)."""
+        with self._lock:
+            self._scheduled = False
+            batch = list(self._pending)
+            self._pending.clear()
+        if batch:
+            self._deliver(batch)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+class FreeswitchConnector:
+    """A FreeSWITCH ESL source of CallOutcomes (see the module docstring)."""
+
+    pbx = PBX
+
+    def __init__(
+        self,
+        config: FreeswitchConfig,
+        sink: OutcomeSink,
+        clock: Clock | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._sink = sink
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._guard = EventTimeGuard(config.name, config.clock_skew_tolerance_s)
+        self._normalizer = EslCallNormalizer(
+            config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only
+        )
+        self._health = ConnectorHealth(name=config.name, pbx=PBX, state_since=self._clock.now())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._handoff: OutcomeHandoff | None = None
+        self._last_frame = time.monotonic()
+        self._wire_errors = 0
+        self._truncated = 0
+        self._heartbeats = 0
+        self._sink_errors = 0
+        self._delivered = 0
+        self._failures_in_row = 0
+
+    # -- Connector protocol ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"connector {self.name} already started")
+        self._handoff = OutcomeHandoff(asyncio.get_running_loop(), self._deliver, self.config.max_pending)
+        self._thread = threading.Thread(target=self._thread_main, name=f"esl-{self.name}", daemon=True)
+        self._thread.start()
+        atexit.register(self._stop_at_exit)  # a forgotten close() must not leave gevent running at exit
+
+    async def close(self) -> None:
+        self._stop.set()
+        atexit.unregister(self._stop_at_exit)
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, self.config.stop_timeout_s)
+            if thread.is_alive():
+                log.error("%s: ESL thread did not stop within %.1f s", self.name, self.config.stop_timeout_s)
+        if self._handoff is not None:
+            self._handoff.drain()  # what the reader produced before it stopped is not lost (G3)
+        self._set_state(LinkState.STOPPED)
+
+    def _stop_at_exit(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.config.stop_timeout_s)
+
+    def health(self) -> ConnectorHealth:
+        handoff = self._handoff
+        stats = self._normalizer.stats
+        snapshot = replace(self._health, extra=dict(self._health.extra))
+        snapshot.dropped = handoff.dropped if handoff else 0
+        snapshot.clock_skewed = self._guard.skewed
+        snapshot.parse_errors = self._wire_errors + stats.malformed + stats.errors
+        snapshot.outcomes = stats.outcomes
+        snapshot.extra.update(
+            heartbeats=self._heartbeats,
+            truncated_frames=self._truncated,
+            duplicates=stats.duplicates,
+            legs_ignored=stats.legs_ignored,
+            delivered=self._delivered,
+            sink_errors=self._sink_errors,
+            pending=handoff.pending if handoff else 0,
+            pending_high_water=handoff.high_water if handoff else 0,
+            thread_alive=bool(self._thread and self._thread.is_alive()),
+        )
+        return snapshot
+
+    # -- loop thread -----------------------------------------------------------------------------
+
+    def _deliver(self, batch: list[CallOutcome]) -> None:
+        for outcome in batch:
+            try:
+                self._sink(outcome)
+                self._delivered += 1
+            except Exception as exc:  # a sink bug must not stop the stream
+                self._sink_errors += 1
+                log.error("%s: outcome sink raised %s (call %s)", self.name, type(exc).__name__, outcome.call_id)
+
+    # -- link thread -----------------------------------------------------------------------------
+
+    def _set_state(self, state: LinkState, error: str | None = None) -> None:
+        if self._health.state != state:
+            self._health.state = state
+            self._health.state_since = self._clock.now()
+        if error is not None:
+            self._health.last_error = error
+
+    def _thread_main(self) -> None:
+        hub = gevent.get_hub()  # this thread's own hub and loop
+        try:
+            self._supervise()
+        except BaseException as exc:  # report, never crash the interpreter
+            log.error("%s: ESL thread failed: %s", self.name, type(exc).__name__)
+            self._set_state(LinkState.STOPPED, f"ESL thread failed: {type(exc).__name__}")
+        finally:
+            hub.destroy(destroy_loop=True)
+
+    def _sleep(self, seconds: float) -> None:
+        """Interruptible by close(); keeps the hub running."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            gevent.sleep(min(_POLL_S, left))
+
+    def _jittered(self, delay: float) -> float:
+        return delay * (0.75 + 0.5 * self._rng.random())
+
+    def _supervise(self) -> None:
+        cfg = self.config
+        where = f"{cfg.host}:{cfg.port}"
+        delay = cfg.backoff_min_s
+        while not self._stop.is_set():
+            esl = HardenedInboundESL(
+                cfg.host,
+                cfg.port,
+                cfg.password.reveal(),
+                connect_timeout=cfg.connect_timeout_s,
+                command_timeout=cfg.command_timeout_s,
+                on_frame=self._on_frame,
+                on_authenticating=lambda: self._set_state(LinkState.AUTHENTICATING),
+            )
+            self._set_state(LinkState.CONNECTING)
+            try:
+                self._connect_interruptibly(esl)
+            except Exception as exc:  # every failure means: tear down, back off, retry
+                esl.teardown(graceful=False)
+                self._count_wire(esl)
+                if esl.rejected and not isinstance(exc, EslAuthError):
+                    exc = EslAuthError("rejected by the ESL ACL (text/rude-rejection)")
+                if isinstance(exc, EslAuthError):
+                    self._failures_in_row += 1
+                    message = f"{where}: {exc}"
+                    self._set_state(LinkState.AUTH_FAILED, message)
+                    log.error("%s: ESL %s; next try in %.0f s", self.name, message, cfg.auth_backoff_s)
+                    self._sleep(cfg.auth_backoff_s)
+                    continue
+                self._connect_failed(where, exc, delay)
+                self._sleep(self._jittered(delay))
+                delay = min(delay * 2, cfg.backoff_max_s)
+                continue
+
+            self._failures_in_row = 0
+            self._health.connects += 1
+            if self._health.connects > 1:
+                self._health.reconnects += 1
+            self._last_frame = time.monotonic()
+            connected_at = time.monotonic()
+            self._set_state(LinkState.CONNECTED)
+            log.info("%s: ESL connected to %s (%s)", self.name, where, cfg.subscription())
+            reason = self._watch(esl)
+            esl.teardown(graceful=self._stop.is_set())
+            self._count_wire(esl)
+            if self._stop.is_set():
+                break
+            if time.monotonic() - connected_at >= cfg.backoff_reset_after_s:
+                delay = cfg.backoff_min_s
+            wait = self._jittered(delay)
+            self._set_state(LinkState.BACKING_OFF, f"{where}: {reason}")
+            log.warning("%s: ESL connection lost (%s); reconnecting in %.1f s", self.name, reason, wait)
+            self._sleep(wait)
+            delay = min(delay * 2, cfg.backoff_max_s)
+
+    def _connect_and_subscribe(self, esl: HardenedInboundESL) -> None:
+        cfg = self.config
+        limit = cfg.connect_timeout_s + cfg.command_timeout_s
+        with gevent.Timeout(limit, EslCommandError(f"no auth/request or auth reply within {limit:g} s")):
+            esl.connect()  # TCP connect, wait for auth/request, auth (greenswitch)
+        if esl.rejected:
+            raise EslAuthError("rejected by the ESL ACL (text/rude-rejection)")
+        for command in cfg.commands():
+            reply = esl.send(command)
+            text = reply.headers.get("Reply-Text", "")
+            if not text.startswith("+OK"):
+                raise EslCommandError(f"'{_command_verb(command)}' refused: {text[:80]}")
+
+    def _connect_interruptibly(self, esl: HardenedInboundESL) -> None:
+        """``_connect_and_subscribe`` in its own greenlet, so that close() never waits for it."""
+        worker = gevent.spawn(self._connect_and_subscribe, esl)
+        while not worker.ready():
+            if self._stop.is_set():
+                worker.kill(block=True, timeout=1.0)
+                raise EslCommandError("stopped while connecting")
+            worker.join(timeout=_POLL_S)
+        if not worker.successful():
+            raise worker.exception or EslCommandError("connect failed")
+
+    def _count_wire(self, esl: HardenedInboundESL) -> None:
+        """Fold one finished connection's framing counters into the connector's."""
+        stats = esl.framer.stats
+        self._wire_errors += stats.malformed + stats.oversized
+        self._truncated += stats.truncated
+        if esl.failure and esl.failure.startswith("ESL protocol error"):
+            self._wire_errors += 1
+
+    def _watch(self, esl: HardenedInboundESL) -> str:
+        """Wait while the connection is good; return why it is not any more."""
+        liveness = self.config.heartbeat_liveness_s
+        while not self._stop.is_set():
+            if esl.closed.wait(timeout=_POLL_S):
+                return esl.failure or "connection closed"
+            if liveness and time.monotonic() - self._last_frame > liveness:
+                return f"no HEARTBEAT or other frame for {liveness:g} s"
+        return "stopped"
+
+    def _connect_failed(self, where: str, exc: BaseException, delay: float) -> None:
+        self._failures_in_row += 1
+        detail = str(exc) if isinstance(exc, EslCommandError | NotConnectedError) else ""
+        message = f"{where}: connect failed: {type(exc).__name__}{': ' + detail if detail else ''}"
+        self._set_state(LinkState.BACKING_OFF, message)
+        level = logging.WARNING if self._failures_in_row == 1 or self._failures_in_row % 10 == 0 else logging.DEBUG
+        log.log(level, "%s: ESL %s (attempt %d); retry in ~%.1f s", self.name, message, self._failures_in_row, delay)
+
+    def _on_frame(self, frame: EslFrame) -> None:
+        """Every non-reply frame, in the reader greenlet. Never raises, never blocks."""
+        try:
+            now = self._clock.now()
+            self._last_frame = time.monotonic()
+            self._health.events += 1
+            self._health.last_event_at = now
+            if frame.headers.get("Content-Type") not in EVENT_TYPES:
+                return
+            name = event_name(frame)
+            if name == HEARTBEAT_EVENT:
+                self._heartbeats += 1
+            elif name == "SHUTDOWN":
+                log.warning("%s: FreeSWITCH announced SHUTDOWN; the link will drop", self.name)
+            outcome = self._normalizer.on_named_frame(frame, name, received_at=now)
+            if outcome is not None and self._handoff is not None:
+                self._handoff.put(outcome)
+        except Exception as exc:  # the reader must survive; never log the frame (PII)
+            self._wire_errors += 1
+            log.error("%s: ESL frame handling failed: %s", self.name, type(exc).__name__)
+
+
+# --------------------------------------------------------------------------------------- record
+
+
+@dataclass(slots=True)
+class RecordResult:
+    bytes_written: int = 0
+    frames: int = 0
+    events: int = 0
+    ended_by: str = ""  # "stopped", "closed by server", "limit"
+
+
+def record_esl_blocking(
+    config: FreeswitchConfig,
+    out: BinaryIO,
+    stop: threading.Event,
+    *,
+    events: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+) -> RecordResult:
+    """Record a live ESL stream to ``out`` exactly as received, until ``stop`` is set.
+
+    Blocking (``record_esl`` runs it in a thread). Connects, answers ``auth/request``, subscribes
+    (``events`` or the config's subscription) and sends the config's filters, then copies every
+    received byte unchanged (the handshake included, as in the fixture ``.esl`` files) until
+    ``stop`` (then it sends ``exit`` and records up to the server's goodbye), EOF, or
+    ``max_bytes``. Raises ``EslAuthError`` on a wrong password or an ACL rejection, ``OSError``
+    when the server cannot be reached, ``EslCommandError`` when a command is refused or unanswered.
+    """
+    result = RecordResult()
+    framer: EslFramer | None = EslFramer()
+    subscribe = config.subscription() if events is None else f"event {config.event_format} {' '.join(events)}"
+    script = [f"auth {config.password.reveal()}", subscribe, *config.filter_commands()]
+    with std_socket.create_connection((config.host, config.port), timeout=config.connect_timeout_s) as sock:
+        sock.settimeout(min(_POLL_S * 4, config.command_timeout_s))
+        deadline: float | None = time.monotonic() + config.connect_timeout_s
+        waiting_for = "auth/request"
+        sent = ""
+        goodbye_by: float | None = None  # after stop: record the reply to "exit" until then
+        while True:
+            if stop.is_set() and goodbye_by is None:
+                result.ended_by = "stopped"
+                if script:  # not subscribed yet: nothing worth waiting for
+                    break
+                goodbye_by = time.monotonic() + min(1.0, config.command_timeout_s)
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"exit\n\n")
+            if goodbye_by is not None and time.monotonic() > goodbye_by:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise EslCommandError(f"no reply while waiting for '{waiting_for}'")
+            try:
+                data = sock.recv(_READ_BYTES)
+            except TimeoutError:
+                continue
+            if not data:
+                result.ended_by = result.ended_by or "closed by server"
+                break
+            out.write(data)
+            result.bytes_written += len(data)
+            try:
+                frames = framer.feed(data) if framer is not None else []
+            except EslProtocolError as exc:  # keep recording the bytes; stop reading them
+                frames, framer = exc.frames, None
+            for frame in frames:
+                result.frames += 1
+                ctype = frame.content_type
+                if ctype in EVENT_TYPES:
+                    result.events += 1
+                elif ctype == RUDE_REJECTION:
+                    raise EslAuthError("rejected by the ESL ACL (text/rude-rejection)")
+                elif ctype in (AUTH_REQUEST, COMMAND_REPLY) and script and deadline is not None:
+                    if ctype == COMMAND_REPLY:
+                        text = frame.headers.get("Reply-Text", "")
+                        if not text.startswith("+OK"):
+                            verb = _command_verb(sent)
+                            if verb == "auth":
+                                raise EslAuthError(f"authentication failed ({text[:40]})")
+                            raise EslCommandError(f"'{verb}' refused: {text[:80]}")
+                        script.pop(0)
+                    if script:
+                        sent = script[0]
+                        sock.sendall((sent + "\n\n").encode("utf-8"))
+                        deadline = time.monotonic() + config.command_timeout_s
+                        waiting_for = _command_verb(sent)
+                    else:
+                        deadline = None  # subscribed: now just record
+            if max_bytes is not None and result.bytes_written >= max_bytes:
+                result.ended_by = "limit"
+                break
+    out.flush()
+    return result
+
+
+async def record_esl(
+    config: FreeswitchConfig,
+    out: BinaryIO,
+    stop: asyncio.Event,
+    *,
+    events: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+) -> int:
+    """``record_esl_blocking`` for asyncio callers (``blockradar record``): records one live ESL
+    session byte-exact into ``out`` until ``stop`` is set or the server closes; returns the number
+    of bytes written. Same errors as ``record_esl_blocking``."""
+    flag = threading.Event()
+    stop_wait = asyncio.ensure_future(stop.wait())
+    worker = asyncio.ensure_future(
+        asyncio.to_thread(record_esl_blocking, config, out, flag, events=events, max_bytes=max_bytes)
+    )
+    try:
+        await asyncio.wait({stop_wait, worker}, return_when=asyncio.FIRST_COMPLETED)
+        flag.set()
+        result = await worker
+    finally:
+        flag.set()
+        stop_wait.cancel()
+    return result.bytes_written

@@ -1,0 +1,274 @@
+"""A loopback Asterisk Manager Interface server for tests: the real wire protocol, recorded events.
+
+It behaves like Asterisk 22's ``main/manager.c`` as captured in shared/fixtures/lifecycle
+(MANIFEST A1-A7):
+
+* on connect it sends the banner ``Asterisk Call Manager/11.0.0\\r\\n`` (one line, no blank line);
+* ``Action: Login`` with the right Username/Secret -> ``Response: Success`` / ``Message:
+  Authentication accepted``, then ``Event: FullyBooted`` (only if the ``Events:`` mask includes
+  ``system``, ``on`` or ``all``), then it streams the session's recorded event frames;
+  a wrong Username or Secret -> after ``auth_fail_delay`` (Asterisk: 1 s) ``Response: Error`` /
+  ``Message: Authentication failed``, then it closes the socket;
+* ``Action: Ping`` -> ``Response: Success`` / ``Ping: Pong`` / ``Timestamp: <epoch>`` (ActionID echoed);
+* ``Action: Logoff`` -> ``Response: Goodbye`` / ``Message: Thanks for all the fish.``, then close;
+* any other action -> ``Response: Error`` / ``Message: Invalid/unknown command``.
+
+What each connection does after Login is a ``Session`` (the i-th connection plays
+``sessions[i]``, the last one repeats), so faults are scripted per connection:
+
+* ``stream``: the event bytes to send (see ``event_stream()`` to cut them from a fixture file);
+* ``chunk_sizes``: write the stream in pieces of these sizes (cycled), to exercise reassembly;
+* ``cut_at``: abort the connection (RST) after that many stream bytes, e.g. in the middle of a frame;
+* ``answer_ping``: False = a half-open link (Pings are read and never answered);
+* ``shutdown``: after the stream, send ``Event: Shutdown`` (``Restart: True``/``False``) and close,
+  as ``core restart now`` / ``core stop now`` do;
+* ``refuse_login``: fail the login whatever the secret (for "the secret was changed" scenarios);
+* ``fully_booted``: False = no ``FullyBooted`` after Login (a user whose ``read=`` lacks ``system``).
+
+``stop_listening()`` / ``listen_again()`` close and reopen the listening socket on the same port
+(connects are refused in between, as while Asterisk restarts). The server records what it saw:
+``logins`` (username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
+
+Usage::
+
+    async with AmiServer(username="br", secret="s3cret", sessions=[Session(stream=...)]) as srv:
+        connector = AsteriskConnector(AsteriskConfig(..., port=srv.port, ...), sink)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+FULLY_BOOTED = (
+    b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 5\r\nLastReload: 5\r\nStatus: Fully Booted\r\n\r\n"
+)
+
+
+def event_stream(recording: bytes, *, drop: Sequence[bytes] = (b"FullyBooted",)) -> bytes:
+    """The event frames of a recorded AMI session (banner and responses removed), CRLF kept.
+
+    ``FullyBooted`` is dropped by default because the server sends its own after each Login.
+    """
+    frames = []
+    start = recording.find(b"\r\n") + 2 if recording.startswith(b"Asterisk Call Manager/") else 0
+    for frame in recording[start:].split(b"\r\n\r\n"):
+        if not frame.startswith(b"Event: "):
+            continue
+        name = frame[7:].split(b"\r\n", 1)[0]
+        if name in drop:
+            continue
+        frames.append(frame + b"\r\n\r\n")
+    return b"".join(frames)
+
+
+@dataclass
+class Session:
+    """What one client connection gets after a successful Login."""
+
+    stream: bytes = b""
+    chunk_sizes: Sequence[int] = ()
+    cut_at: int | None = None
+    answer_ping: bool = True
+    shutdown: bool | None = None  # None: no Shutdown; True/False: the Restart: value
+    refuse_login: bool = False
+    fully_booted: bool = True  # False: as for a user whose read= lacks the system class
+
+
+@dataclass
+class LoginRecord:
+    username: str
+    accepted: bool
+    events: str
+
+
+@dataclass
+class AmiServer:
+    """See the module docstring. Bind is 127.0.0.1 on a free port (``port`` after ``start``)."""
+
+    username: str = "blockradar"
+    secret: str = "s3cret-for-tests"
+    sessions: list[Session] = field(default_factory=lambda: [Session()])
+    auth_fail_delay: float = 1.0
+    ssl_context: ssl.SSLContext | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    logins: list[LoginRecord] = field(default_factory=list)
+    pings: int = 0
+    connections: int = 0
+    _server: asyncio.base_events.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __aenter__(self) -> AmiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, ssl=self.ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop_listening(self) -> None:
+        """Refuse new connections (existing ones stay) until ``listen_again``."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def listen_again(self) -> None:
+        await self.start()
+
+    def drop_all(self) -> None:
+        """Abort every open client connection (RST), like a crash or a broken link."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.drop_all()
+        await self.stop_listening()
+        if self._tasks:
+            # aborted transports end the handlers by themselves; cancel only stragglers
+            _, pending = await asyncio.wait(set(self._tasks), timeout=1.0)
+            for task in pending:
+                task.cancel()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Polls ``predicate`` every 10 ms; raises TimeoutError after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+
+    @property
+    def accepted_logins(self) -> int:
+        return sum(1 for record in self.logins if record.accepted)
+
+    # -- one connection -----------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        index = self.connections
+        self.connections += 1
+        session = self.sessions[min(index, len(self.sessions) - 1)]
+        streamer: asyncio.Task[None] | None = None
+        lock = asyncio.Lock()  # replies go out between frames, never inside a streamed frame
+        try:
+            writer.write(BANNER)
+            await writer.drain()
+            buffer = b""
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                buffer += data
+                *actions, buffer = buffer.split(b"\r\n\r\n")
+                for raw in actions:
+                    action = _parse_action(raw)
+                    verb = action.get("action", "").lower()
+                    action_id = action.get("actionid")
+                    if verb == "login":
+                        ok = (
+                            not session.refuse_login
+                            and action.get("username") == self.username
+                            and action.get("secret") == self.secret
+                        )
+                        self.logins.append(LoginRecord(action.get("username", ""), ok, action.get("events", "")))
+                        if not ok:
+                            await asyncio.sleep(self.auth_fail_delay)
+                            writer.write(_response("Error", action_id, "Message: Authentication failed"))
+                            await writer.drain()
+                            return
+                        writer.write(_response("Success", action_id, "Message: Authentication accepted"))
+                        events = {c.strip().lower() for c in action.get("events", "on").split(",")}
+                        if session.fully_booted and events & {"system", "on", "all"}:
+                            writer.write(FULLY_BOOTED)
+                        await writer.drain()
+                        streamer = asyncio.create_task(self._stream(session, writer, lock))
+                    elif verb == "ping":
+                        self.pings += 1
+                        if session.answer_ping:
+                            pong = _response("Success", action_id, "Ping: Pong", f"Timestamp: {time.time():.6f}")
+                            async with lock:
+                                writer.write(pong)
+                    elif verb == "logoff":
+                        async with lock:
+                            writer.write(_response("Goodbye", action_id, "Message: Thanks for all the fish."))
+                            await writer.drain()
+                        return
+                    else:
+                        async with lock:
+                            writer.write(_response("Error", action_id, "Message: Invalid/unknown command"))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            if streamer is not None:
+                streamer.cancel()
+                with contextlib.suppress(BaseException):
+                    await streamer
+            self._writers.discard(writer)
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _stream(self, session: Session, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
+        data = session.stream if session.cut_at is None else session.stream[: session.cut_at]
+        sizes = list(session.chunk_sizes) or [len(data) or 1]
+        pos = 0
+        i = 0
+        try:
+            await lock.acquire()
+            try:
+                while pos < len(data):
+                    size = max(1, sizes[i % len(sizes)])
+                    writer.write(data[pos : pos + size])
+                    pos += size
+                    i += 1
+                    await writer.drain()
+                    if data[max(0, pos - 4) : pos] == b"\r\n\r\n":
+                        lock.release()  # a frame boundary: let a waiting reply out
+                        await asyncio.sleep(0)
+                        await lock.acquire()
+            finally:
+                lock.release()
+            if session.cut_at is not None:
+                writer.transport.abort()
+                return
+            if session.shutdown is not None:
+                restart = "True" if session.shutdown else "False"
+                writer.write(
+                    b"Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: "
+                    + restart.encode()
+                    + b"\r\n\r\n"
+                )
+                await writer.drain()
+                await asyncio.sleep(0.01)
+                writer.close()
+        except ConnectionError:
+            return
+
+
+def _parse_action(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n"):
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _response(status: str, action_id: str | None, *lines: str) -> bytes:
+    parts = [f"Response: {status}"]
+    if action_id:
+        parts.append(f"ActionID: {action_id}")
+    parts.extend(lines)
+    return ("\r\n".join(parts) + "\r\n\r\n").encode()
