@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from blockradar.alerts import AlertingConfig
 from blockradar.durations import parse_duration
+from blockradar.secret import Secret
 from blockradar.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
 from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, format_path, load_yaml
 
@@ -54,20 +55,31 @@ class AsteriskConnectorConfig(_Strict):
     tls: bool = False
     ca_file: str | None = None
     server_name: str | None = None
-    events: str = "system,call"
+    events: str = "system,call,dialplan,user"  # dialplan + user carry the glue's VarSet / UserEvent
+    trunks: list[str] | None = None  # only these PJSIP endpoints are trunks (default: any Dial target)
     ping_interval: Duration = 10.0
     ping_timeout: Duration = 5.0
+    connect_timeout: Duration = 10.0
+    login_timeout: Duration = 10.0
     backoff_initial: Duration = 0.5
     backoff_max: Duration = 30.0
     auth_backoff: Duration = 300.0
     call_ttl: Duration = 4 * 3600.0
     clock_skew_tolerance: Duration = 5.0
 
-    @field_validator("ping_interval", "ping_timeout", "backoff_initial", "backoff_max", "auth_backoff",
-                     "call_ttl", "clock_skew_tolerance", mode="before")
+    @field_validator("ping_interval", "ping_timeout", "connect_timeout", "login_timeout", "backoff_initial",
+                     "backoff_max", "auth_backoff", "call_ttl", "clock_skew_tolerance", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> float:
         return _duration(value)
+
+    def to_runtime(self) -> Any:
+        """The connector's own AsteriskConfig (secrets as blockradar.secret.Secret)."""
+        from blockradar.connectors.asterisk import AsteriskConfig
+
+        fields = self.model_dump(exclude={"type", "secret", "trunks"})
+        return AsteriskConfig(**fields, secret=Secret(self.secret.get_secret_value()),
+                              trunks=frozenset(self.trunks) if self.trunks else None)
 
     @field_validator("events")
     @classmethod
@@ -93,8 +105,19 @@ class FreeswitchConnectorConfig(_Strict):
     backoff_max: Duration = 30.0
     auth_backoff: Duration = 300.0
     command_timeout: Duration = 5.0
-    max_pending: int = Field(default=100_000, ge=100)
+    max_pending: int = Field(default=10_000, ge=100)
     clock_skew_tolerance: Duration = 5.0
+
+    def to_runtime(self) -> Any:
+        """The connector's own FreeswitchConfig (secrets as blockradar.secret.Secret)."""
+        from blockradar.connectors.freeswitch import FreeswitchConfig
+
+        return FreeswitchConfig(
+            name=self.name, host=self.host, port=self.port, password=Secret(self.password.get_secret_value()),
+            filters=tuple(self.filters), heartbeat_liveness_s=self.heartbeat_timeout,
+            backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
+            command_timeout_s=self.command_timeout, max_pending=self.max_pending,
+            clock_skew_tolerance_s=self.clock_skew_tolerance)
 
     @field_validator("heartbeat_timeout", "backoff_initial", "backoff_max", "auth_backoff", "command_timeout",
                      "clock_skew_tolerance", mode="before")

@@ -1,0 +1,118 @@
+"""``blockradar notify-test --config FILE``: send a clearly marked test alert through every notifier.
+
+Reports per notifier ``OK`` or the error (secrets masked) and exits 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from typing import Any
+
+import click
+
+from blockradar.notifiers import build_notifiers
+from blockradar.notifiers.base import AlertDict, Notification, Notifier, NotifyError
+from blockradar.outcome import iso
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_notifier_entries(path: str) -> list[dict[str, Any]]:
+    """The ``notifiers:`` list of a config file, with ``${VAR}`` from the environment and ``*_file``
+    keys read from files. A small reader the config module can later replace."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    entries = data.get("notifiers") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise click.ClickException(f"{path}: no 'notifiers:' list")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise click.ClickException(f"{path}: notifiers[{i}] is not a mapping")
+        resolved: dict[str, Any] = {}
+        for key, value in entry.items():
+            if isinstance(value, str):
+                value = _ENV.sub(lambda m, i=i: _env(m.group(1), path, i), value)
+            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
+                with open(value, encoding="utf-8") as fh:
+                    resolved[key[: -len("_file")]] = fh.read().strip()
+                continue
+            resolved[key] = value
+        out.append(resolved)
+    return out
+
+
+def _env(name: str, path: str, index: int) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise click.ClickException(f"{path}: notifiers[{index}] uses ${{{name}}}, which is not set")
+    return value
+
+
+def sample_notification(now: float) -> Notification:
+    alert = AlertDict(
+        fingerprint="notify-test|caller_number=+15550000000",
+        threshold="notify-test",
+        description="TEST: a sample alert from blockradar notify-test; nothing is being blocked",
+        severity="info",
+        state="firing",
+        labels={"threshold": "notify-test", "severity": "info", "caller_number": "+15550000000", "trunk": "test"},
+        scope={"caller_number": "+15550000000"},
+        count=1, attempts=1, rate=1.0, window_s=3600.0,
+        categories={"analytics_block": 1}, sip_codes={"603": 1},
+        first_seen=iso(now), last_seen=iso(now), started_at=iso(now), fired_at=iso(now), resolved_at=None,
+        samples=[{"call_id": "notify-test", "callee": "+15550000001", "code": 603, "phrase": "Network Blocked",
+                  "category": "analytics_block", "at": iso(now)}],
+        redress=[], what_to_do={"analytics_block": "Nothing: this is a test."},
+    )
+    return Notification(group_key="notify-test", group_labels={"threshold": "notify-test"}, status="firing",
+                        alerts=[alert], created_at=now, test=True)
+
+
+async def send_all(notifiers: list[Notifier], timeout_s: float) -> list[tuple[Notifier, str | None]]:
+    notification = sample_notification(time.time())
+
+    async def one(n: Notifier) -> tuple[Notifier, str | None]:
+        try:
+            await asyncio.wait_for(n.send(notification), timeout=timeout_s)
+            return n, None
+        except NotifyError as exc:
+            return n, str(exc)
+        except TimeoutError:
+            return n, f"no answer within {timeout_s:g}s"
+        except Exception as exc:  # report, never crash the command
+            return n, f"unexpected {type(exc).__name__}"
+        finally:
+            close = getattr(n, "aclose", None)
+            if close is not None:
+                await close()
+
+    return list(await asyncio.gather(*(one(n) for n in notifiers)))
+
+
+@click.command("notify-test")
+@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Config file with a 'notifiers:' list.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait per notifier.")
+def notify_test(config: str, timeout: float) -> None:
+    """Send a clearly marked test alert through each configured notifier and report OK or the error."""
+    try:
+        notifiers = build_notifiers(load_notifier_entries(config))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError; it never echoes secrets
+        raise click.ClickException(f"{config}: {exc}") from None
+    results = asyncio.run(send_all(notifiers, timeout))
+    failed = 0
+    for notifier, error in results:
+        describe = getattr(notifier, "describe", lambda n=notifier: n.name)()
+        if error is None:
+            click.echo(f"OK    {describe}")
+        else:
+            failed += 1
+            click.echo(f"FAIL  {describe}: {error}")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,226 @@
+"""The notifier contract: what a notification holds, and the one method a notifier has.
+
+A :class:`Notification` is one message about one alert group (Alertmanager's meaning): it is
+what the outbox stores (as JSON) and what every notifier renders. A notifier is any object with
+a ``name`` and ``async send(notification)``; it raises :class:`NotifyError` saying whether a
+retry may help and, when the peer said so, after how long.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol, TypedDict, runtime_checkable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from blockradar.outcome import iso
+from blockradar.secret import Secret
+
+
+class SampleCall(TypedDict):
+    call_id: str
+    callee: str | None
+    code: int | None
+    phrase: str | None
+    category: str
+    at: str | None
+
+
+class AlertDict(TypedDict, total=False):
+    """One alert inside a notification (all values JSON-ready; text here came from the network)."""
+
+    fingerprint: str
+    threshold: str
+    description: str
+    severity: str
+    state: str  # firing | resolved
+    labels: dict[str, str]
+    scope: dict[str, str]
+    count: int  # matching outcomes in the window
+    attempts: int
+    rate: float | None
+    window_s: float
+    categories: dict[str, int]
+    sip_codes: dict[str, int]
+    first_seen: str | None
+    last_seen: str | None
+    started_at: str | None
+    fired_at: str | None
+    resolved_at: str | None
+    samples: list[SampleCall]
+    redress: list[dict[str, Any]]
+    what_to_do: dict[str, str]
+
+
+@dataclass(slots=True)
+class Notification:
+    """One message about one alert group."""
+
+    group_key: str
+    group_labels: dict[str, str]
+    status: str  # "firing" when any alert fires, else "resolved"
+    alerts: list[AlertDict]
+    created_at: float
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    test: bool = False
+
+    @property
+    def firing(self) -> list[AlertDict]:
+        return [a for a in self.alerts if a.get("state") == "firing"]
+
+    @property
+    def resolved(self) -> list[AlertDict]:
+        return [a for a in self.alerts if a.get("state") == "resolved"]
+
+    def idempotency_key(self, notifier: str) -> str:
+        """Stable per (notification, notifier): receivers drop a repeat after a crash-and-resend."""
+        return f"{self.id}.{notifier}"
+
+    def severity(self) -> str:
+        order = {"critical": 0, "warning": 1, "info": 2}
+        sevs = [a.get("severity", "info") for a in (self.firing or self.alerts)]
+        return min(sevs, key=lambda s: order.get(s, 3)) if sevs else "info"
+
+    def title(self) -> str:
+        """``CRITICAL analytics blocks on +15557650003 via carrier-c`` (plain text, may hold network text;
+        every renderer escapes it for its medium)."""
+        prefix = "TEST " if self.test else ""
+        state = "RESOLVED " if self.status == "resolved" else ""
+        alerts = self.firing or self.alerts
+        if not alerts:
+            return f"{prefix}{state}no alerts"
+        cats: list[str] = []
+        for a in alerts:
+            cats += [c for c in a.get("categories", {}) if c not in cats]
+        what = _what(cats or [str(alerts[0].get("threshold", "alert"))])
+        scopes = {tuple(a.get("scope", {}).items()) for a in alerts}
+        if len(scopes) == 1:
+            scope = dict(next(iter(scopes)))
+            where = ", ".join(scope.values()) or "-"
+            via = self.group_labels.get("trunk") or alerts[0].get("labels", {}).get("trunk")
+            on = f" on {where}" + (f" via {via}" if via and "trunk" not in scope else "")
+        else:
+            kinds = {k for a in alerts for k in a.get("scope", {})}
+            noun = "numbers" if kinds == {"caller_number"} else "scopes"
+            trunk = self.group_labels.get("trunk")
+            on = f" on {len(scopes)} {noun}" + (f" via {trunk}" if trunk else "")
+        return f"{prefix}{state}{self.severity().upper()} {what}{on}"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "group_key": self.group_key,
+                "group_labels": self.group_labels,
+                "status": self.status,
+                "test": self.test,
+                "created_at": iso(self.created_at),
+                "created_ts": self.created_at,
+                "alerts": self.alerts,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.to_json())
+
+    @classmethod
+    def from_json(cls, text: str) -> Notification:
+        data = json.loads(text)
+        return cls(
+            group_key=data["group_key"],
+            group_labels=dict(data.get("group_labels") or {}),
+            status=data["status"],
+            alerts=list(data.get("alerts") or []),
+            created_at=float(data.get("created_ts") or 0.0),
+            id=data["id"],
+            test=bool(data.get("test")),
+        )
+
+
+def _what(categories: list[str]) -> str:
+    """``analytics blocks`` from category names (``analytics_block`` -> words, plural when alone)."""
+    words = [c.replace("_", " ") for c in categories]
+    if len(words) == 1:
+        return words[0] if words[0].endswith("s") else words[0] + "s"
+    return "/".join(words)
+
+
+class NotifyError(Exception):
+    """A failed send. ``retry``: whether trying again may succeed; ``retry_after``: seconds the peer asked for.
+
+    The message must never contain a secret (no webhook URL, no password).
+    """
+
+    def __init__(self, message: str, *, retry: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """What the outbox needs from a notifier."""
+
+    name: str
+
+    async def send(self, notification: Notification) -> None:
+        """Deliver or raise NotifyError."""
+        ...
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]+")
+
+
+def one_line(text: Any, limit: int = 200) -> str:
+    """Network text made single-line and bounded: control characters (CR, LF, tabs ...) become a space."""
+    value = _CONTROL.sub(" ", str(text)).strip()
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), bounded to a day."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), 86_400.0)
+
+
+def _to_secret(value: Any) -> Any:
+    if value is None or isinstance(value, Secret):
+        return value
+    return Secret(str(value))
+
+
+# A config field holding a secret: accepts a string, keeps a Secret, prints and dumps as a mask.
+SecretValue = Annotated[
+    Secret,
+    BeforeValidator(_to_secret),
+    PlainSerializer(lambda s: str(s), return_type=str),
+    WithJsonSchema({"type": "string", "writeOnly": True}),
+]
+
+
+class NotifierConfig(BaseModel):
+    """Fields every notifier config has. Subclasses add their own and a ``type`` literal."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
+
+    name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    rate_per_s: float | None = Field(default=None, gt=0)  # None: the notifier's own default
+    timeout: float = Field(default=10.0, gt=0)

@@ -1,0 +1,175 @@
+"""Email notifier over SMTP with aiosmtplib: STARTTLS or implicit TLS, optional auth, text + HTML.
+
+The subject says what and where: ``[blockradar] CRITICAL analytics blocks on +15557650003 via
+carrier-c``. Header injection is impossible: every network value is made single-line (CR, LF and
+other control characters become spaces) before it reaches a header, and the message is built with
+``email.message.EmailMessage`` (SMTP policy), which refuses line breaks in headers anyway. The HTML
+part escapes everything with ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import html
+import ssl
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, ClassVar, Literal
+
+import aiosmtplib
+from pydantic import Field, model_validator
+
+from blockradar.durations import format_duration
+from blockradar.notifiers.base import AlertDict, Notification, NotifierConfig, NotifyError, SecretValue, one_line
+
+SUBJECT_PREFIX = "[blockradar]"
+# RFC 5322 allows 998-character lines; folding at 78 made Python start the subject on a continuation line
+_POLICY = policy.SMTP.clone(max_line_length=998)
+
+
+class EmailConfig(NotifierConfig):
+    type: Literal["email"] = "email"
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: 465 with tls, else 587
+    starttls: bool = True
+    tls: bool = False  # implicit TLS (port 465)
+    username: str | None = None
+    password: SecretValue | None = None
+    sender: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    validate_certs: bool = True
+    ca_file: str | None = None  # extra CA bundle (a private mail relay)
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_modes(self) -> EmailConfig:
+        for addr in [self.sender, *self.to]:
+            if any(c in addr for c in "\r\n,;") or "@" not in addr:
+                raise ValueError(f"not a single email address: {addr!r}")
+        return self
+
+
+def subject_of(notification: Notification) -> str:
+    return one_line(f"{SUBJECT_PREFIX} {notification.title()}", 200)
+
+
+def _alert_text(alert: AlertDict) -> list[str]:
+    o = one_line
+    rate = alert.get("rate")
+    lines = [
+        f"{o(alert.get('threshold'))} [{o(alert.get('severity'))}] {o(alert.get('state'))}",
+        f"  {o(alert.get('description', ''))}",
+        "  scope: " + ", ".join(f"{o(k)}={o(v)}" for k, v in alert.get("scope", {}).items()),
+        f"  trunk: {o(alert.get('labels', {}).get('trunk', '-'))}",
+        f"  matching/attempts: {alert.get('count', 0)}/{alert.get('attempts', 0)}"
+        + (f" ({rate:.0%})" if rate is not None else "")
+        + f" in {format_duration(float(alert.get('window_s', 0)))}",
+        "  categories: " + o(", ".join(f"{k}: {v}" for k, v in alert.get("categories", {}).items()) or "-"),
+        "  SIP codes: " + o(", ".join(f"{k}: {v}" for k, v in alert.get("sip_codes", {}).items()) or "-"),
+        f"  first/last seen: {o(alert.get('first_seen') or '-')} / {o(alert.get('last_seen') or '-')}",
+    ]
+    for s in alert.get("samples", []):
+        lines.append(f"  call {o(s.get('call_id'))} to {o(s.get('callee') or '-')}: {o(s.get('code') or '-')} "
+                     f"{o(s.get('phrase') or '')}")
+    for r in alert.get("redress", []):
+        contact = " ".join(o(r[k]) for k in ("url", "tel", "email") if r.get(k))
+        lines.append(f"  redress: {contact}" + (f" (blocked at {o(r['location'])})" if r.get("location") else ""))
+    for cat, todo in alert.get("what_to_do", {}).items():
+        lines.append(f"  what to do ({o(cat)}): {o(todo, 500)}")
+    return lines
+
+
+def render_text(notification: Notification) -> str:
+    lines = [one_line(notification.title(), 300), ""]
+    if notification.test:
+        lines += ["This is a test message from `blockradar notify-test`; nothing is being blocked.", ""]
+    for alert in notification.alerts:
+        lines += [*_alert_text(alert), ""]
+    lines.append(f"notification id {notification.id}")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(notification: Notification) -> str:
+    h = html.escape
+    parts = [f"<h2>{h(one_line(notification.title(), 300))}</h2>"]
+    if notification.test:
+        parts.append("<p><b>This is a test message from blockradar notify-test; nothing is being blocked.</b></p>")
+    for alert in notification.alerts:
+        lines = _alert_text(alert)
+        parts.append(f"<h3>{h(lines[0])}</h3><ul>" + "".join(f"<li>{h(line.strip())}</li>" for line in lines[1:])
+                     + "</ul>")
+    parts.append(f"<p style=\"color:#888\">notification id {h(notification.id)}</p>")
+    return "<html><body>" + "".join(parts) + "</body></html>"
+
+
+def build_message(config: EmailConfig, notification: Notification) -> EmailMessage:
+    msg = EmailMessage(policy=_POLICY)
+    msg["Subject"] = subject_of(notification)
+    msg["From"] = config.sender
+    msg["To"] = ", ".join(config.to)
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain="blockradar")
+    msg["X-Blockradar-Notification"] = notification.id
+    msg.set_content(render_text(notification))
+    msg.add_alternative(render_html(notification), subtype="html")
+    return msg
+
+
+class EmailNotifier:
+    service_name: ClassVar[str] = "Email (SMTP)"
+    type: ClassVar[str] = "email"
+    config_model: ClassVar[type[EmailConfig]] = EmailConfig
+    default_rate_per_s: ClassVar[float] = 0.5
+
+    def __init__(self, config: EmailConfig) -> None:
+        self.config = config
+        self.name = config.name or "email"
+        self.rate_per_s = config.rate_per_s or self.default_rate_per_s
+
+    def describe(self) -> str:
+        c = self.config
+        mode = "tls" if c.tls else ("starttls" if c.starttls else "plain")  # implicit TLS wins over STARTTLS
+        auth = f" as {c.username} (password ********)" if c.username else ""
+        return f"{self.name}: email via {c.host}:{self._port()} ({mode}){auth} to {', '.join(c.to)}"
+
+    def __repr__(self) -> str:
+        return f"EmailNotifier({self.describe()!r})"
+
+    def _port(self) -> int:
+        return self.config.port or (465 if self.config.tls else 587)
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        c = self.config
+        if not (c.tls or c.starttls):
+            return None
+        ctx = ssl.create_default_context(cafile=c.ca_file)
+        if not c.validate_certs:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    async def send(self, notification: Notification) -> None:
+        c = self.config
+        msg = build_message(c, notification)
+        kwargs: dict[str, Any] = {
+            "hostname": c.host,
+            "port": self._port(),
+            "use_tls": c.tls,
+            "start_tls": c.starttls if not c.tls else False,
+            "timeout": c.timeout,
+            "tls_context": self._tls_context(),
+        }
+        if c.username:
+            kwargs["username"] = c.username
+            kwargs["password"] = c.password.reveal() if c.password else ""
+        try:
+            # serialized here: aiosmtplib would re-fold with its own 78-column policy
+            await aiosmtplib.send(msg.as_bytes(policy=_POLICY), sender=c.sender, recipients=c.to, **kwargs)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise NotifyError(f"email: authentication refused ({exc.code})", retry=False) from None
+        except aiosmtplib.SMTPRecipientsRefused:
+            raise NotifyError("email: every recipient was refused", retry=False) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise NotifyError(f"email: SMTP {exc.code} {one_line(exc.message, 120)}", retry=exc.code < 500) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise NotifyError(f"email: {type(exc).__name__} talking to {c.host}:{self._port()}") from None

@@ -1,0 +1,193 @@
+"""Slack incoming-webhook notifier: Block Kit built with ``slack_sdk.models.blocks``, posted with aiohttp.
+
+Every piece of text that came from the network (caller names, numbers, SIP phrases, call ids,
+redress values, labels) is escaped for mrkdwn (``&``, ``<``, ``>``), so ``<!channel>`` cannot ping
+and ``<https://evil|click>`` cannot forge a link. Redress URLs become links only when they are
+plain ``https`` URLs without any character that could end or split a Slack link. Block Kit limits
+(50 blocks, 150-character header, 10 fields of 2000, 3000-character texts, 10 context elements)
+are respected by truncation. 429 answers are retried after their ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from slack_sdk.models.blocks import (
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from blockradar.durations import format_duration
+from blockradar.notifiers.base import (
+    AlertDict,
+    Notification,
+    NotifierConfig,
+    NotifyError,
+    SecretValue,
+    one_line,
+    parse_retry_after,
+)
+from blockradar.secret import mask_url
+
+MAX_BLOCKS = 50
+MAX_HEADER = 150
+MAX_TEXT = 3000
+MAX_FIELD = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT = 10
+MAX_ALERTS_DETAILED = 8
+
+_SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
+
+
+class SlackConfig(NotifierConfig):
+    type: Literal["slack"] = "slack"
+    webhook_url: SecretValue
+
+
+def mrkdwn_escape(text: Any) -> str:
+    """Escape network text for Slack mrkdwn (and plain_text): &, <, > become entities; one line."""
+    return one_line(text, 1000).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def safe_link(url: str | None, label: str) -> str:
+    """A Slack link when ``url`` is a plain https URL, else the escaped text (never a forged link)."""
+    if url and _SAFE_URL.fullmatch(url) and "|" not in url and ">" not in url and "<" not in url:
+        return f"<{url}|{mrkdwn_escape(label)}>"
+    return mrkdwn_escape(url or label)
+
+
+def _field(title: str, value: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=_cut(f"*{title}*\n{value}", MAX_FIELD))
+
+
+def alert_blocks(alert: AlertDict) -> list[Any]:
+    e = mrkdwn_escape
+    scope = ", ".join(f"{e(k)}={e(v)}" for k, v in alert.get("scope", {}).items()) or "-"
+    state = alert.get("state", "firing")
+    icon = ":white_check_mark:" if state == "resolved" else ":rotating_light:"
+    head = (f"{icon} *{e(alert.get('threshold', ''))}* ({e(alert.get('severity', ''))}, {e(state)})\n"
+            f"{e(alert.get('description', ''))}")
+    rate = alert.get("rate")
+    fields = [
+        _field("Scope", scope),
+        _field("Trunk", e(alert.get("labels", {}).get("trunk", "-"))),
+        _field("Matching / attempts", f"{alert.get('count', 0)} / {alert.get('attempts', 0)}"
+               + (f" ({rate:.0%})" if rate is not None else "")),
+        _field("Window", e(format_duration(float(alert.get("window_s", 0))))),
+        _field("Categories", e(", ".join(f"{k}: {v}" for k, v in alert.get("categories", {}).items()) or "-")),
+        _field("SIP codes", e(", ".join(f"{k}: {v}" for k, v in alert.get("sip_codes", {}).items()) or "-")),
+        _field("First / last seen", f"{e(alert.get('first_seen') or '-')} / {e(alert.get('last_seen') or '-')}"),
+    ]
+    if state == "resolved":
+        fields.append(_field("Resolved", e(alert.get("resolved_at") or "-")))
+    blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=_cut(head, MAX_TEXT)), fields=fields[:MAX_FIELDS])]
+    samples = alert.get("samples", [])
+    if samples:
+        lines = [
+            f"`{e(s.get('call_id', ''))}` to {e(s.get('callee') or '-')}: {e(s.get('code') or '-')} "
+            f"{e(s.get('phrase') or '')}"
+            for s in samples[:5]
+        ]
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cut("Sample calls:\n" + "\n".join(lines),
+                                                                           MAX_TEXT))]))
+    redress = alert.get("redress", [])
+    if redress:
+        parts = []
+        for r in redress[:5]:
+            bits = []
+            if r.get("url"):
+                bits.append(safe_link(r.get("url"), "redress request"))
+            if r.get("tel"):
+                bits.append(e(r.get("tel")))
+            if r.get("email"):
+                bits.append(e(r.get("email")))
+            if r.get("location"):
+                bits.append(f"(blocked at {e(r.get('location'))})")
+            parts.append(" ".join(bits))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut("*Redress:* " + " | ".join(parts), MAX_TEXT))))
+    todo = alert.get("what_to_do", {})
+    if todo:
+        elements = [MarkdownTextObject(text=_cut(f"*{e(k)}:* {e(v)}", MAX_TEXT)) for k, v in todo.items()]
+        blocks.append(ContextBlock(elements=elements[:MAX_CONTEXT]))
+    return blocks
+
+
+def build_payload(notification: Notification) -> dict[str, Any]:
+    """The webhook JSON body: fallback ``text`` plus ``blocks`` (dicts, validated by slack_sdk)."""
+    title = notification.title()
+    blocks: list[Any] = [HeaderBlock(text=PlainTextObject(text=_cut(mrkdwn_escape(title), MAX_HEADER)))]
+    if notification.test:
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text="*This is a test message from `blockradar notify-test`; nothing is being blocked.*")))
+    alerts = notification.alerts
+    for alert in alerts[:MAX_ALERTS_DETAILED]:
+        more = alert_blocks(alert)
+        if len(blocks) + len(more) + 3 > MAX_BLOCKS:
+            break
+        blocks.append(DividerBlock())
+        blocks.extend(more)
+    rest = alerts[MAX_ALERTS_DETAILED:]
+    if rest:
+        names = ", ".join(mrkdwn_escape(", ".join(a.get("scope", {}).values())) for a in rest)
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text=_cut(f"*and {len(rest)} more:* {names}", MAX_TEXT))))
+    group = ", ".join(f"{mrkdwn_escape(k)}={mrkdwn_escape(v)}" for k, v in notification.group_labels.items() if v)
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text=_cut(f"blockradar | group {group or '-'} | {len(alerts)} alert(s) | id {notification.id}", MAX_TEXT))]))
+    return {"text": _cut(mrkdwn_escape(title), MAX_TEXT), "blocks": [b.to_dict() for b in blocks[:MAX_BLOCKS]]}
+
+
+class SlackNotifier:
+    service_name: ClassVar[str] = "Slack"
+    type: ClassVar[str] = "slack"
+    config_model: ClassVar[type[SlackConfig]] = SlackConfig
+    default_rate_per_s: ClassVar[float] = 1.0  # Slack allows about one message per second per webhook
+
+    def __init__(self, config: SlackConfig) -> None:
+        self.config = config
+        self.name = config.name or "slack"
+        self.rate_per_s = config.rate_per_s or self.default_rate_per_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def describe(self) -> str:
+        return f"{self.name}: slack {mask_url(self.config.webhook_url.reveal())}"
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier({self.describe()!r})"
+
+    async def send(self, notification: Notification) -> None:
+        payload = build_payload(notification)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
+        try:
+            async with self._session.post(self.config.webhook_url.reveal(), json=payload) as resp:
+                body = (await resp.text())[:200]
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except aiohttp.ClientError as exc:
+            raise NotifyError(f"slack: {type(exc).__name__} talking to {self.describe()}") from None
+        except TimeoutError:
+            raise NotifyError(f"slack: no answer within {self.config.timeout:g}s") from None
+        if status == 200:
+            return
+        reason = one_line(body, 80)
+        if status == 429:
+            raise NotifyError(f"slack: HTTP 429 rate limited ({reason})", retry=True,
+                              retry_after=parse_retry_after(retry_after, time.time()))
+        raise NotifyError(f"slack: HTTP {status} ({reason})", retry=status >= 500 or status == 408)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,304 @@
+"""The one path every outcome takes, shared by ``run``, ``replay`` and ``demo``:
+outcome -> classify -> windows -> thresholds -> alert lifecycle -> notifications (into the outbox).
+
+Thresholds are grouped by (scope, bucket size): each group shares one :class:`WindowSet` whose
+columns are the distinct *signals* its thresholds count (a category, optionally narrowed to
+confidences or SIP codes), so ten thresholds on ``caller_number`` cost one counter update per
+outcome, not ten. A threshold is looked at only when its window holds a matching outcome or an
+alert is live for the key. Everything is driven by event time (``ended_at``, else ``started_at``,
+else the newest event time seen, counted in ``untimed``); ``tick(now)`` advances live alerts and group timers.
+
+Per matching outcome a compact evidence tuple is kept on the key (the last ``evidence_max``), for
+the alert's sample calls, SIP-code breakdown, first/last seen and redress contacts; SIP-code
+counts are therefore over at most the last ``evidence_max`` matching calls of the window.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from blockradar.alerts import FIRING, Alert, AlertingConfig, AlertLifecycle
+from blockradar.classification import Category, Classification
+from blockradar.notifiers.base import AlertDict, Notification
+from blockradar.outcome import CallOutcome
+from blockradar.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdConfig
+from blockradar.windows import DEFAULT_MAX_KEYS, WindowSet
+
+EVICT_EVERY = 4096  # outcomes between idle-key sweeps
+SILENCE_RELOAD_S = 5.0
+
+
+class Classifier(Protocol):
+    categories: dict[str, Category]
+
+    def classify(self, outcome: CallOutcome) -> Classification: ...
+
+
+Signal = tuple[str, tuple[str, ...] | None, tuple[int, ...] | None]  # category, confidences, codes
+# what the hot loop unpacks per threshold:
+# (threshold, active, offsets, attempts_at, is_rate, bound, min_attempts, resolve_bound)
+ThresholdPlan = tuple[Threshold, dict[Any, Alert], tuple[int, ...], int, bool, float, int, float]
+
+
+class ThresholdGroup:
+    """Thresholds sharing a scope and a bucket size, and their WindowSet."""
+
+    __slots__ = ("cols_by_cat", "filtered_by_cat", "getter", "multi", "scope", "thresholds", "touched_by_cat",
+                 "untouched", "windows")
+
+    def __init__(self, scope: tuple[str, ...], bucket_s: float, configs: list[tuple[int, ThresholdConfig]],
+                 max_keys: int, late_tolerance_s: float) -> None:
+        self.scope = scope
+        self.multi = len(scope) > 1
+        self.getter = operator.attrgetter(*scope)
+        signals: list[Signal] = []
+        windows: list[float] = []
+        for _, cfg in configs:
+            if cfg.window not in windows:
+                windows.append(cfg.window)
+            for cat in cfg.categories:
+                sig: Signal = (cat, tuple(cfg.confidence) if cfg.confidence else None,
+                               tuple(cfg.sip_codes) if cfg.sip_codes else None)
+                if sig not in signals:
+                    signals.append(sig)
+        columns = 1 + len(signals)
+        self.windows = WindowSet(bucket_s, windows, columns, max_keys=max_keys, late_tolerance_s=late_tolerance_s)
+        cols: dict[str, list[int]] = {}
+        filtered: dict[str, list[tuple[int, tuple[str, ...] | None, tuple[int, ...] | None]]] = {}
+        for col, (cat, conf, codes) in enumerate(signals, start=1):
+            if conf is None and codes is None:
+                cols.setdefault(cat, []).append(col)
+            else:
+                filtered.setdefault(cat, []).append((col, conf, codes))
+        self.cols_by_cat = {cat: tuple(c) for cat, c in cols.items()}
+        self.filtered_by_cat = filtered
+        self.thresholds: list[Threshold] = []
+        for index, cfg in configs:
+            w = windows.index(cfg.window)
+            offsets = []
+            names = []
+            for cat in cfg.categories:
+                sig = (cat, tuple(cfg.confidence) if cfg.confidence else None,
+                       tuple(cfg.sip_codes) if cfg.sip_codes else None)
+                offsets.append(w * columns + 1 + signals.index(sig))
+                names.append(cat)
+            self.thresholds.append(Threshold(index, cfg, w * columns, tuple(offsets), tuple(names)))
+        # An outcome that adds to a threshold's signals may make it fire; one that does not can only
+        # lower a rate or lift the attempts over min_attempts, which matters only for rate thresholds
+        # and for counts with a min_attempts. Live alerts of the others are re-judged by tick().
+        def plan(ths: Iterable[Threshold]) -> tuple[ThresholdPlan, ...]:
+            return tuple((th, th.active, th.offsets, th.attempts_at, th.is_rate, th.bound, th.min_attempts,
+                          th.resolve_bound)
+                         for th in ths)
+
+        self.touched_by_cat = {cat: plan(th for th in self.thresholds if cat in th.categories or th.is_rate
+                                         or th.min_attempts > 1)
+                               for cat in {s[0] for s in signals}}
+        self.untouched = plan(th for th in self.thresholds if th.is_rate or th.min_attempts > 1)
+
+    def key_of(self, outcome: CallOutcome) -> Any:
+        key = self.getter(outcome)
+        if self.multi and None in key:
+            return None
+        return key
+
+    def columns_for(self, category: str, cls: Classification, outcome: CallOutcome) -> tuple[int, ...]:
+        cols = self.cols_by_cat.get(category, ())
+        extra = self.filtered_by_cat.get(category)
+        if extra:
+            more = tuple(col for col, conf, codes in extra
+                         if (conf is None or cls.confidence in conf) and (codes is None or outcome.sip_code in codes))
+            if more:
+                cols = cols + more
+        return cols
+
+
+class Pipeline:
+    """Classify, count, judge and alert. Not thread-safe: one event loop drives it."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        thresholds: Sequence[ThresholdConfig] | None = None,
+        alerting: AlertingConfig | None = None,
+        *,
+        emit: Callable[[Notification], None] | None = None,
+        store: Any | None = None,
+        on_transition: Callable[[Alert, AlertDict], None] | None = None,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        late_tolerance_s: float = 5.0,
+        evidence_max: int = 10,
+        keep_notifications: int = 1000,
+    ) -> None:
+        configs = list(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+        names = [c.name for c in configs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"threshold names must be unique: {dupes}")
+        self.classifier = classifier
+        self._classify = classifier.classify
+        self.thresholds = configs
+        by_group: dict[tuple[tuple[str, ...], float], list[tuple[int, ThresholdConfig]]] = {}
+        for index, cfg in enumerate(configs):
+            by_group.setdefault((tuple(cfg.scope), cfg.bucket_s), []).append((index, cfg))
+        self.groups = [ThresholdGroup(scope, bucket, items, max_keys, late_tolerance_s)
+                       for (scope, bucket), items in by_group.items()]
+        self._plan = [(g.getter, g.multi, g.cols_by_cat, g.filtered_by_cat, g.windows.add, g.touched_by_cat,
+                       g.untouched, g) for g in self.groups]
+        self.notifications: deque[Notification] = deque(maxlen=keep_notifications)
+        self.notifications_dropped = 0
+        self._emit = emit or self._keep
+        self.lifecycle = AlertLifecycle(alerting, emit=self._emit, categories=classifier.categories, store=store,
+                                        on_transition=on_transition)
+        self.evidence_max = evidence_max
+        self.watermark = 0.0
+        self.processed = 0
+        self.untimed = 0
+        self._since_evict = 0
+        self._silences_loaded_at = 0.0
+
+    def _keep(self, notification: Notification) -> None:
+        if len(self.notifications) == self.notifications.maxlen:
+            self.notifications_dropped += 1
+        self.notifications.append(notification)
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def process(self, outcome: CallOutcome) -> Classification:
+        """Classify one outcome, count it, judge the thresholds it touches, and return its class."""
+        cls = self._classify(outcome)
+        t = outcome.ended_at
+        if t is None or not -1e11 < t < 1e11:  # also NaN and infinities: never trusted as event time
+            t = outcome.started_at
+            if t is None or not -1e11 < t < 1e11:
+                self.untimed += 1
+                t = self.watermark
+        if t > self.watermark:
+            self.watermark = t
+        self.processed += 1
+        category = cls.category
+        lifecycle = self.lifecycle
+        for getter, multi, cols_by_cat, filtered_by_cat, add, touched_by_cat, untouched, group in self._plan:
+            key = getter(outcome)
+            if key is None or (multi and None in key):
+                continue
+            cols = cols_by_cat.get(category, ())
+            if category in filtered_by_cat:
+                cols = group.columns_for(category, cls, outcome)
+            kw = add(key, t, cols)
+            if kw is None:
+                continue
+            if cols:
+                ev = kw.evidence
+                if ev is None:
+                    kw.evidence = ev = []
+                elif len(ev) >= self.evidence_max:
+                    del ev[0]
+                ev.append((t, category, cls.confidence, outcome.sip_code, outcome.sip_phrase, outcome.call_id,
+                           outcome.callee_number, outcome.redress))
+                todo = touched_by_cat[category]
+            elif kw.evidence is None:
+                continue  # nothing matching ever counted for this key: no threshold can fire or clear
+            else:
+                todo = untouched
+            totals = kw.totals
+            for th, active, offsets, attempts_at, is_rate, bound, min_attempts, resolve_bound in todo:
+                if len(offsets) == 1:
+                    matching = totals[offsets[0]]
+                else:
+                    matching = 0
+                    for off in offsets:
+                        matching += totals[off]
+                alert = active.get(key) if active else None
+                if alert is None:
+                    if not matching:
+                        continue
+                    attempts = totals[attempts_at]
+                    if attempts < min_attempts:
+                        continue
+                    if (matching >= bound * attempts) if is_rate else (matching >= bound):
+                        lifecycle.open(th, key, kw, t, matching, attempts, outcome)
+                else:
+                    attempts = totals[attempts_at]
+                    if alert.kw is not kw:
+                        alert.kw = kw
+                    if alert.state is FIRING:
+                        # the common case while a problem lasts: firing and not below the resolve bound
+                        if is_rate:
+                            holds = matching >= resolve_bound * (attempts if attempts > min_attempts else min_attempts)
+                        else:
+                            holds = matching >= resolve_bound
+                        if holds:
+                            alert.matching = matching
+                            alert.attempts = attempts
+                            if t > alert.evaluated_at:
+                                alert.evaluated_at = t
+                            continue
+                    lifecycle.update(alert, t, matching, attempts, th.judge(matching, attempts))
+        self._since_evict += 1
+        if self._since_evict >= EVICT_EVERY:
+            self._since_evict = 0
+            for group in self.groups:
+                group.windows.evict_idle(self.watermark)
+        return cls
+
+    def process_many(self, outcomes: Iterable[CallOutcome]) -> int:
+        n = 0
+        for outcome in outcomes:
+            self.process(outcome)
+            n += 1
+        return n
+
+    # -- time --------------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Notification]:
+        """Re-judge live alerts at ``now`` (windows age), then flush due groups. Returns notifications."""
+        lifecycle = self.lifecycle
+        for group in self.groups:
+            ws = group.windows
+            bucket = int(now // ws.bucket_s)
+            for th in group.thresholds:
+                for key, alert in list(th.active.items()):
+                    kw = ws.get(key) or alert.kw
+                    if kw is None:
+                        continue
+                    ws.advance(kw, bucket)
+                    matching, attempts = th.values(kw.totals)
+                    lifecycle.update(alert, max(now, alert.evaluated_at), matching, attempts,
+                                     th.judge(matching, attempts))
+            ws.evict_idle(max(now, self.watermark))
+        if lifecycle.store is not None and now - self._silences_loaded_at >= SILENCE_RELOAD_S:
+            self._silences_loaded_at = now
+            lifecycle.reload_silences(now)
+        return lifecycle.tick(now)
+
+    def next_due(self) -> float | None:
+        return self.lifecycle.next_due()
+
+    # -- health and restarts --------------------------------------------------------------------
+    def connector_down(self, name: str) -> None:
+        self.lifecycle.connector_down(name)
+
+    def connector_up(self, name: str) -> None:
+        self.lifecycle.connector_up(name)
+
+    def rebuild(self, outcomes: Iterable[CallOutcome], now: float) -> int:
+        """At start: restore alert/group state from the store, replay stored outcomes into the windows,
+        resolve restored alerts that did not come back, and flush. Nothing already sent is sent again."""
+        self.lifecycle.restore()
+        n = self.process_many(outcomes)
+        self.lifecycle.finish_restore(now)
+        self.tick(now)
+        return n
+
+    def stats(self) -> dict[str, Any]:
+        windows = {"+".join(g.scope) + f"@{g.windows.bucket_s:g}s": g.windows.stats() for g in self.groups}
+        return {
+            "processed": self.processed,
+            "untimed": self.untimed,
+            "alerts_live": self.lifecycle.pending_or_firing,
+            "groups": len(self.lifecycle.groups),
+            "notifications": self.lifecycle.notifications,
+            "windows": windows,
+        }

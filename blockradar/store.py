@@ -1,0 +1,393 @@
+"""The SQLite store: outcomes (with retention), alert states, alert groups, silences and the outbox.
+
+One file, WAL journal, ``synchronous=FULL`` for the outbox's durability promise (a committed
+enqueue survives ``kill -9`` and power loss), a busy timeout so the CLI can add a silence while
+the daemon runs. Safe for one writer process (the daemon) plus short-lived CLI writers. The schema
+is versioned in ``PRAGMA user_version``; ``migrate`` brings an older file up to date and refuses a
+newer one. Every public method commits its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from blockradar.classification import Classification
+from blockradar.outcome import CallOutcome
+from blockradar.redress import Redress
+from blockradar.silences import Matcher, Silence
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,                 -- event time: ended_at, else started_at
+    connector TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    caller_number TEXT,
+    trunk TEXT,
+    category TEXT,
+    sip_code INTEGER,
+    data TEXT NOT NULL                -- CallOutcome.to_dict() as JSON, plus ended/started epoch floats
+);
+CREATE INDEX IF NOT EXISTS outcomes_at ON outcomes(at);
+CREATE TABLE IF NOT EXISTS alert_states (
+    fingerprint TEXT PRIMARY KEY,
+    threshold TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at REAL,
+    fired_at REAL,
+    resolved_at REAL,
+    notified INTEGER NOT NULL DEFAULT 0,
+    snapshot TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_groups (
+    key TEXT PRIMARY KEY,
+    labels TEXT NOT NULL,
+    last_sent_at REAL,
+    notified_firing TEXT NOT NULL,
+    notified_resolved TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    comment TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    notification_id TEXT NOT NULL,
+    notifier TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,             -- pending | sent | failed | expired | dropped
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    sent_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(notifier, status, next_attempt_at);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    notification_id: str
+    notifier: str
+    idempotency_key: str
+    payload: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    expires_at: float
+    sent_at: float | None
+    last_error: str | None
+
+
+class Store:
+    """The daemon's state on disk. ``path`` may be ``":memory:"`` for tests."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        self.migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
+        if version < 1:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db)
+
+    def batch(self) -> _Tx:
+        """``with store.batch(): ...``: many writes, one transaction (one fsync)."""
+        return _Tx(self._db)
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def add_outcomes(self, items: Iterable[tuple[CallOutcome, Classification | None]]) -> int:
+        rows = [_outcome_row(o, c) for o, c in items]
+        if rows:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT INTO outcomes(at, connector, call_id, caller_number, trunk, category, sip_code, data) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+        return len(rows)
+
+    def add_outcome(self, outcome: CallOutcome, classification: Classification | None = None) -> None:
+        self.add_outcomes([(outcome, classification)])
+
+    def iter_outcomes(self, since: float, until: float | None = None) -> Iterator[CallOutcome]:
+        """Stored outcomes with event time >= ``since`` (and < ``until``), oldest first."""
+        sql = "SELECT data FROM outcomes WHERE at >= ?"
+        args: list[Any] = [since]
+        if until is not None:
+            sql += " AND at < ?"
+            args.append(until)
+        sql += " ORDER BY at, id"
+        for row in self._db.execute(sql, args):
+            yield _outcome_from(json.loads(row[0]))
+
+    def outcome_rows(self, since: float) -> list[dict[str, Any]]:
+        """Compact rows for reports: at, connector, caller_number, trunk, category, sip_code."""
+        cur = self._db.execute(
+            "SELECT at, connector, caller_number, trunk, category, sip_code FROM outcomes WHERE at >= ? "
+            "ORDER BY at, id", (since,))
+        return [dict(r) for r in cur]
+
+    def prune_outcomes(self, before: float) -> int:
+        with self._tx():
+            return self._db.execute("DELETE FROM outcomes WHERE at < ?", (before,)).rowcount
+
+    def count_outcomes(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
+
+    # -- alert states and groups -------------------------------------------------------------------
+    def save_alert_state(self, fingerprint: str, *, threshold: str, labels: dict[str, str], state: str,
+                         started_at: float | None, fired_at: float | None, resolved_at: float | None,
+                         notified: bool, snapshot: dict[str, Any] | None) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO alert_states(fingerprint, threshold, labels, state, started_at, fired_at, resolved_at, "
+                "notified, snapshot, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(fingerprint) DO UPDATE SET threshold=excluded.threshold, labels=excluded.labels, "
+                "state=excluded.state, started_at=excluded.started_at, fired_at=excluded.fired_at, "
+                "resolved_at=excluded.resolved_at, notified=excluded.notified, "
+                "snapshot=COALESCE(excluded.snapshot, alert_states.snapshot), updated_at=excluded.updated_at",
+                (fingerprint, threshold, json.dumps(labels), state, started_at, fired_at, resolved_at, int(notified),
+                 json.dumps(snapshot) if snapshot is not None else None, time.time()),
+            )
+
+    def load_alert_states(self, state: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM alert_states"
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args = (state,)
+        out = []
+        for r in self._db.execute(sql + " ORDER BY fingerprint", args):
+            row = dict(r)
+            row["labels"] = json.loads(row["labels"])
+            row["snapshot"] = json.loads(row["snapshot"]) if row["snapshot"] else None
+            row["notified"] = bool(row["notified"])
+            out.append(row)
+        return out
+
+    def delete_alert_state(self, fingerprint: str) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM alert_states WHERE fingerprint = ?", (fingerprint,))
+
+    def save_group(self, key: str, labels: dict[str, str], last_sent_at: float | None, notified_firing: list[str],
+                   notified_resolved: list[str]) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO alert_groups(key, labels, last_sent_at, notified_firing, notified_resolved) "
+                "VALUES (?,?,?,?,?)",
+                (key, json.dumps(labels), last_sent_at, json.dumps(notified_firing), json.dumps(notified_resolved)),
+            )
+
+    def load_groups(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self._db.execute("SELECT * FROM alert_groups ORDER BY key"):
+            out.append({"key": r["key"], "labels": json.loads(r["labels"]), "last_sent_at": r["last_sent_at"],
+                        "notified_firing": json.loads(r["notified_firing"]),
+                        "notified_resolved": json.loads(r["notified_resolved"])})
+        return out
+
+    def delete_group(self, key: str) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM alert_groups WHERE key = ?", (key,))
+
+    # -- silences ---------------------------------------------------------------------------------------
+    def add_silence(self, silence: Silence) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO silences(id, matchers, starts_at, ends_at, comment, author, created_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (silence.id, json.dumps([str(m) for m in silence.matchers]), silence.starts_at, silence.ends_at,
+                 silence.comment, silence.author, silence.created_at),
+            )
+
+    def list_silences(self, *, include_expired: bool = False, now: float | None = None) -> list[Silence]:
+        sql = "SELECT * FROM silences"
+        args: tuple[Any, ...] = ()
+        if not include_expired:
+            sql += " WHERE ends_at > ?"
+            args = (time.time() if now is None else now,)
+        out = []
+        for r in self._db.execute(sql + " ORDER BY created_at, id", args):
+            matchers = tuple(Matcher.parse(m) for m in json.loads(r["matchers"]))
+            out.append(Silence(matchers, r["starts_at"], r["ends_at"], r["comment"], r["author"], r["created_at"],
+                               r["id"]))
+        return out
+
+    def expire_silence(self, silence_id: str, now: float) -> bool:
+        with self._tx():
+            cur = self._db.execute("UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+                                   (now, silence_id, now))
+            return cur.rowcount > 0
+
+    # -- outbox ---------------------------------------------------------------------------------------
+    def outbox_add(self, notification_id: str, entries: Iterable[tuple[str, str, str]], now: float,
+                   expires_at: float) -> list[int]:
+        """Queue one notification for several notifiers in one transaction: (notifier, key, payload)."""
+        ids = []
+        with self._tx():
+            for notifier, key, payload in entries:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox(notification_id, notifier, idempotency_key, payload, status, "
+                    "created_at, next_attempt_at, expires_at) VALUES (?,?,?,?, 'pending', ?, ?, ?)",
+                    (notification_id, notifier, key, payload, now, now, expires_at),
+                )
+                if cur.rowcount == 1 and cur.lastrowid:
+                    ids.append(int(cur.lastrowid))
+        return ids
+
+    def outbox_due(self, notifier: str, now: float, limit: int = 10) -> list[OutboxRow]:
+        cur = self._db.execute(
+            "SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?", (notifier, now, limit))
+        return [OutboxRow(**dict(r)) for r in cur]
+
+    def outbox_next_due(self, notifier: str) -> float | None:
+        row = self._db.execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE notifier = ? AND status = 'pending'", (notifier,)
+        ).fetchone()
+        return row[0]
+
+    def outbox_mark_sent(self, row_id: int, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1, last_error=NULL "
+                             "WHERE id=?", (now, row_id))
+
+    def outbox_retry(self, row_id: int, next_attempt_at: float, error: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE outbox SET attempts=attempts+1, next_attempt_at=?, last_error=? WHERE id=?",
+                             (next_attempt_at, error[:500], row_id))
+
+    def outbox_finish(self, row_id: int, status: str, error: str) -> None:
+        """Give up on a row: ``failed`` (permanent error) or ``expired`` (past its expiry)."""
+        with self._tx():
+            self._db.execute("UPDATE outbox SET status=?, attempts=attempts+1, last_error=? WHERE id=?",
+                             (status, error[:500], row_id))
+
+    def outbox_drop_oldest(self, notifier: str, keep: int) -> int:
+        """Bound a notifier's queue: mark its oldest pending rows ``dropped`` so at most ``keep`` remain."""
+        with self._tx():
+            return self._db.execute(
+                "UPDATE outbox SET status='dropped', last_error='outbox full' WHERE id IN ("
+                "SELECT id FROM outbox WHERE notifier=? AND status='pending' ORDER BY id "
+                "LIMIT max(0, (SELECT count(*) FROM outbox WHERE notifier=? AND status='pending') - ?))",
+                (notifier, notifier, keep)).rowcount
+
+    def outbox_rows(self, notifier: str | None = None, status: str | None = None) -> list[OutboxRow]:
+        sql = "SELECT * FROM outbox WHERE 1=1"
+        args: list[Any] = []
+        if notifier is not None:
+            sql += " AND notifier = ?"
+            args.append(notifier)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        return [OutboxRow(**dict(r)) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    def outbox_depth(self, notifier: str | None = None) -> int:
+        sql = "SELECT count(*) FROM outbox WHERE status = 'pending'"
+        args: tuple[Any, ...] = ()
+        if notifier is not None:
+            sql += " AND notifier = ?"
+            args = (notifier,)
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def prune_outbox(self, before: float) -> int:
+        with self._tx():
+            return self._db.execute("DELETE FROM outbox WHERE status != 'pending' AND created_at < ?",
+                                    (before,)).rowcount
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection; re-entrant."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._outer = False
+
+    def __enter__(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._outer = True
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if not self._outer:
+            return
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _outcome_row(outcome: CallOutcome, cls: Classification | None) -> tuple[Any, ...]:
+    at = outcome.ended_at if outcome.ended_at is not None else outcome.started_at
+    data = outcome.to_dict()
+    data["started_ts"] = outcome.started_at
+    data["ended_ts"] = outcome.ended_at
+    return (at if at is not None else time.time(), outcome.connector, outcome.call_id, outcome.caller_number,
+            outcome.trunk, cls.category if cls else None, outcome.sip_code, json.dumps(data, ensure_ascii=False))
+
+
+def _outcome_from(data: dict[str, Any]) -> CallOutcome:
+    red = data.get("redress")
+    redress = None
+    if isinstance(red, dict):
+        redress = Redress(red.get("source") or "reason", bool(red.get("conformant")), red.get("url"), red.get("tel"),
+                          red.get("email"), red.get("id"), red.get("location"))
+    return CallOutcome(
+        pbx=data["pbx"], connector=data["connector"], call_id=data["call_id"],
+        started_at=data.get("started_ts"), ended_at=data.get("ended_ts"), answered=bool(data.get("answered")),
+        talk_s=data.get("talk_s"), caller_number=data.get("caller_number"), caller_name=data.get("caller_name"),
+        callee_number=data.get("callee_number"), trunk=data.get("trunk"), sip_code=data.get("sip_code"),
+        sip_phrase=data.get("sip_phrase"), reason=data.get("reason"), q850_cause=data.get("q850_cause"),
+        pbx_cause=data.get("pbx_cause"), headers=data.get("headers") or {}, call_info=data.get("call_info"),
+        redress=redress,
+    )

@@ -1,0 +1,279 @@
+"""The alert lifecycle through the real pipeline and rule pack: fire, group, repeat, resolve,
+silence, inhibit, `for`, hysteresis, and a restart that neither forgets nor re-pages."""
+
+from __future__ import annotations
+
+import pytest
+
+from blockradar.alerts import AlertingConfig
+from blockradar.clock import ManualClock
+from blockradar.outcome import CallOutcome
+from blockradar.pipeline import Pipeline
+from blockradar.ruleset import load_ruleset
+from blockradar.silences import Matcher, Silence
+from blockradar.store import Store
+from blockradar.thresholds import ThresholdConfig
+
+T0 = 1_700_000_000.0
+REASON = 'SIP;cause=603;text="v=analytics1;url=https://redress.example.com/r;tel=+18005550100";location=LN'
+FAST = AlertingConfig(group_wait="30s", group_interval="5m", repeat_interval="4h")
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_ruleset()
+
+
+def blocked(t, number="+15557650003", trunk="carrier-c", call="", connector="pbx1", **kw):
+    fields = {"sip_code": 603, "sip_phrase": "Network Blocked", "reason": REASON, **kw}
+    return CallOutcome(pbx="ast", connector=connector, call_id=call or f"c-{number}-{t}", ended_at=t,
+                       caller_number=number, callee_number="+12125550100", trunk=trunk, **fields)
+
+
+def answered(t, number="+15557650003", trunk="carrier-c"):
+    return CallOutcome(pbx="ast", connector="pbx1", call_id=f"a-{number}-{t}", ended_at=t, caller_number=number,
+                       callee_number="+12125550100", trunk=trunk, sip_code=200, sip_phrase="OK", answered=True)
+
+
+def strong_only(**kw):
+    return [ThresholdConfig.model_validate({
+        "name": "number-strong-block", "scope": ["caller_number"], "categories": ["analytics_block"],
+        "confidence": ["high"], "window": "10m", "count": 1, "severity": "warning", **kw})]
+
+
+def test_burst_of_40_numbers_on_one_trunk_is_one_message_after_group_wait(rules):
+    clock = ManualClock(T0)
+    p = Pipeline(rules, alerting=FAST)
+    for i in range(40):
+        p.process(blocked(T0 + i * 0.1, number=f"+1555765{i:04d}"))
+    clock.advance(29)
+    assert p.tick(clock.now()) == []  # still collecting the burst
+    clock.advance(1)
+    sent = p.tick(clock.now())
+    assert len(sent) == 1
+    note = sent[0]
+    assert note.status == "firing"
+    assert len(note.firing) == 40
+    assert note.title() == "WARNING analytics blocks on 40 numbers via carrier-c"
+    one = note.alerts[0]
+    assert one["threshold"] == "number-strong-block"
+    assert one["categories"] == {"analytics_block": 1}
+    assert one["sip_codes"] == {"603": 1}
+    assert one["samples"][0]["phrase"] == "Network Blocked"
+    assert one["redress"][0]["url"] == "https://redress.example.com/r"
+    assert one["redress"][0]["location"] == "LN"
+    assert "redress" in one["what_to_do"]["analytics_block"]
+
+
+def test_single_alert_content_and_title(rules):
+    p = Pipeline(rules, alerting=FAST)
+    for i in range(4):  # the same redress four times: listed once
+        p.process(blocked(T0 + i, call=f"call-{i}"))
+    p.process(blocked(T0 + 5, call="call-608", sip_code=608, sip_phrase="Rejected", reason=None))
+    p.process(answered(T0 + 6))
+    notes = p.tick(T0 + 40)
+    assert sorted(n.alerts[0]["threshold"] for n in notes) == ["number-analytics-blocks", "number-strong-block"]
+    assert all(len(n.alerts) == 1 for n in notes)  # default group_by has the threshold: one message each
+    assert "CRITICAL analytics blocks on +15557650003 via carrier-c" in [n.title() for n in notes]
+    critical = Pipeline(rules, alerting=AlertingConfig(group_by=["trunk"], group_wait=0))
+    for i in range(4):
+        critical.process(blocked(T0 + i, call=f"call-{i}"))
+    critical.process(blocked(T0 + 5, call="call-608", sip_code=608, sip_phrase="Rejected", reason=None))
+    critical.process(answered(T0 + 6))
+    (note,) = critical.tick(T0 + 6)
+    alerts = {a["threshold"]: a for a in note.alerts}
+    repeated = alerts["number-analytics-blocks"]
+    assert repeated["count"] == 5 and repeated["attempts"] == 6
+    assert repeated["sip_codes"] == {"603": 4, "608": 1}
+    assert len(repeated["redress"]) == 1
+    assert repeated["samples"][0]["call_id"] == "call-608"  # newest first
+    assert repeated["first_seen"] < repeated["last_seen"]
+    assert note.severity() == "critical"
+
+
+def test_repeat_only_after_repeat_interval_then_resolve(rules):
+    p = Pipeline(rules, strong_only(window="1h"), alerting=FAST)
+    p.process(blocked(T0))
+    assert len(p.tick(T0 + 30)) == 1
+    sent = {}
+    for k in range(1, 80):  # look every group_interval; a block every 30 min keeps it firing for 5 h
+        now = T0 + 30 + k * 300
+        if k % 6 == 0 and k <= 60:
+            p.process(blocked(now - 1))
+        for n in p.tick(now):
+            sent[k] = n.status
+    # unchanged group: silent until repeat_interval (4 h = 48 group intervals), then one repeat;
+    # resolved once the hour after the last block (k=60) has passed
+    # (the last block at +18029 s sits in the 300 s bucket starting at +17800 s; it leaves the 12-bucket
+    # window at +21400 s, first seen by the tick at k=72)
+    assert sent == {48: "firing", 72: "resolved"}
+
+
+def test_resolved_is_sent_once_when_the_window_empties(rules):
+    p = Pipeline(rules, strong_only(), alerting=FAST)
+    p.process(blocked(T0))
+    assert [n.status for n in p.tick(T0 + 30)] == ["firing"]
+    assert p.tick(T0 + 330) == []
+    sent = p.tick(T0 + 630)  # 10 min window (+ one bucket) has passed
+    assert [n.status for n in sent] == ["resolved"]
+    assert sent[0].alerts[0]["state"] == "resolved"
+    assert sent[0].title().startswith("RESOLVED ")
+    assert p.tick(T0 + 930) == [] and not p.lifecycle.groups
+
+
+def test_send_resolved_off(rules):
+    p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait=0, send_resolved=False))
+    p.process(blocked(T0))
+    assert len(p.tick(T0)) == 1
+    assert [n for k in range(1, 6) for n in p.tick(T0 + k * 300)] == []
+    assert not p.lifecycle.groups
+
+
+def test_new_alert_in_a_notified_group_waits_for_group_interval(rules):
+    p = Pipeline(rules, strong_only(window="1h"), alerting=FAST)
+    p.process(blocked(T0, number="+15550000001"))
+    assert len(p.tick(T0 + 30)) == 1
+    p.process(blocked(T0 + 60, number="+15550000002"))
+    assert p.tick(T0 + 90) == []
+    (note,) = p.tick(T0 + 330)
+    assert {a["scope"]["caller_number"] for a in note.firing} == {"+15550000001", "+15550000002"}
+
+
+def test_for_keeps_an_alert_pending(rules):
+    cfg = strong_only(count=2, **{"for": "2m"})
+    p = Pipeline(rules, cfg, alerting=AlertingConfig(group_wait=0))
+    p.process(blocked(T0))
+    p.process(blocked(T0 + 1))
+    th = p.groups[0].thresholds[0]
+    assert th.active["+15557650003"].state == "pending"
+    assert p.tick(T0 + 60) == []
+    assert len(p.tick(T0 + 121)) == 1
+    # a condition that stops holding while pending is dropped silently
+    p2 = Pipeline(rules, strong_only(count=2, window="1m", **{"for": "5m"}), alerting=AlertingConfig(group_wait=0))
+    p2.process(blocked(T0))
+    p2.process(blocked(T0 + 1))
+    assert p2.tick(T0 + 200) == [] and not p2.groups[0].thresholds[0].active
+
+
+def test_rate_hysteresis_does_not_flap(rules):
+    cfg = [ThresholdConfig.model_validate({"name": "rate", "scope": ["trunk"], "categories": ["analytics_block"],
+                                           "window": "1h", "rate": 0.5, "min_attempts": 4})]
+    p = Pipeline(rules, cfg, alerting=AlertingConfig(group_wait=0))
+    th = p.groups[0].thresholds[0]
+    t = T0
+    for _ in range(2):
+        p.process(blocked(t)); p.process(answered(t + 1)); t += 2  # noqa: E702
+    assert th.active  # 2 of 4 = 50 %
+    for _ in range(3):
+        p.process(answered(t)); t += 1  # noqa: E702
+    assert th.active["carrier-c"].state == "firing"  # 2 of 7 = 29 % > 25 %: holds
+    p.process(answered(t))
+    assert th.active["carrier-c"].state == "firing"  # 2 of 8 = 25 %: still not below
+    p.process(answered(t + 1))
+    assert not th.active  # 2 of 9 = 22 % < 25 %: resolved
+
+
+def test_silence_holds_and_its_expiry_releases(rules, tmp_path):
+    store = Store(tmp_path / "s.db")
+    p = Pipeline(rules, strong_only(window="1h"), alerting=FAST, store=store)
+    silence = Silence((Matcher.parse("caller_number=+15557650003"),), T0, T0 + 3600, "known", "ops", T0)
+    p.lifecycle.add_silence(silence)
+    p.process(blocked(T0))
+    p.process(blocked(T0 + 1, number="+15550000009"))
+    (note,) = p.tick(T0 + 30)
+    assert [a["scope"]["caller_number"] for a in note.alerts] == ["+15550000009"]  # the silenced one is held
+    assert p.tick(T0 + 330) == []
+    assert p.lifecycle.expire_silence(silence.id, T0 + 400)
+    (note,) = p.tick(T0 + 630)
+    assert {a["scope"]["caller_number"] for a in note.firing} == {"+15557650003", "+15550000009"}
+    assert store.list_silences(now=T0 + 401) == []
+
+
+def test_silence_added_by_another_process_is_picked_up(rules, tmp_path):
+    path = tmp_path / "s.db"
+    p = Pipeline(rules, strong_only(window="1h"), alerting=FAST, store=Store(path))
+    with Store(path) as cli_store:  # what `blockradar silence add` does
+        cli_store.add_silence(Silence((Matcher.parse("trunk=~carrier-.*"),), T0, T0 + 600, "maint", "ops", T0))
+    p.process(blocked(T0))
+    assert p.tick(T0 + 30) == []
+
+
+def test_inhibition_holds_notifications_and_resolution_while_the_connector_is_down(rules):
+    p = Pipeline(rules, strong_only(), alerting=FAST)
+    p.process(blocked(T0, connector="pbx1"))
+    p.connector_down("pbx1")
+    assert p.tick(T0 + 30) == []  # held, not lost
+    assert p.tick(T0 + 3000) == []  # no data is no evidence of recovery: not resolved either
+    assert p.lifecycle.pending_or_firing == 1
+    p.connector_up("pbx1")
+    assert p.tick(T0 + 3300) == []  # back: it resolves, and nobody was told it fired, so no "resolved"
+    assert p.lifecycle.pending_or_firing == 0
+    # a held alert still firing when the connector comes back is delivered then
+    p.process(blocked(T0 + 4000, connector="pbx1"))
+    p.process(blocked(T0 + 4000, number="+15550000002", connector="pbx2"))
+    p.connector_down("pbx1")
+    (note,) = p.tick(T0 + 4030)
+    assert [a["labels"]["connector"] for a in note.alerts] == ["pbx2"]  # other connectors are not held
+    p.connector_up("pbx1")
+    (note,) = p.tick(T0 + 4330)
+    assert [a["labels"]["connector"] for a in note.firing] == ["pbx1", "pbx2"]
+
+
+def test_restart_rebuilds_windows_without_paging_again(rules, tmp_path):
+    path = tmp_path / "state.db"
+    first = Pipeline(rules, strong_only(window="1h"), alerting=FAST, store=Store(path))
+    outcomes = [blocked(T0), blocked(T0 + 10, number="+15550000002")]
+    for o in outcomes:
+        first.process(o)
+        first.lifecycle.store.add_outcome(o)
+    assert len(first.tick(T0 + 30)) == 1
+    first.lifecycle.store.close()
+
+    store = Store(path)
+    second = Pipeline(rules, strong_only(window="1h"), alerting=FAST, store=store)
+    sent = []
+    second.lifecycle.emit = sent.append
+    second.rebuild(store.iter_outcomes(since=T0 - 3600), now=T0 + 100)
+    assert sent == []  # already notified before the restart
+    assert second.lifecycle.pending_or_firing == 2
+    for k in range(1, 14):
+        second.tick(T0 + 100 + k * 300)
+    assert [n.status for n in sent] == ["resolved"]  # once, when the hour is over
+    assert len(sent[0].alerts) == 2
+
+
+def test_restart_resolves_alerts_that_did_not_come_back(rules, tmp_path):
+    path = tmp_path / "state.db"
+    first = Pipeline(rules, strong_only(), alerting=FAST, store=Store(path))
+    first.process(blocked(T0))  # not stored as an outcome: after the restart it cannot come back
+    assert len(first.tick(T0 + 30)) == 1
+    first.lifecycle.store.close()
+    store = Store(path)
+    second = Pipeline(rules, strong_only(), alerting=FAST, store=store)
+    sent = []
+    second.lifecycle.emit = sent.append
+    second.rebuild(iter(()), now=T0 + 60)
+    assert [n.status for n in sent] == ["resolved"]
+    assert sent[0].alerts[0]["scope"] == {"caller_number": "+15557650003"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None])
+def test_outcomes_without_a_usable_time_never_crash(rules, bad):
+    p = Pipeline(rules, strong_only())
+    p.process(blocked(T0))
+    p.process(CallOutcome(pbx="ast", connector="pbx1", call_id="odd", ended_at=bad, started_at=None,
+                          caller_number="+15557650003", sip_code=608, sip_phrase="Rejected"))
+    assert p.untimed == 1
+    assert p.groups[0].windows.counts("+15557650003") == [2, 2]  # counted at the newest event time seen
+
+
+def test_transitions_give_replay_events_on_the_recordings_clock(rules):
+    from blockradar.alerts import alert_event
+
+    events = []
+    p = Pipeline(rules, strong_only(), on_transition=lambda alert, snap: events.append(alert_event(snap)))
+    p.process(blocked(T0))
+    p.tick(T0 + 700)
+    assert [(e["state"], e["at"]) for e in events] == [("firing", "2023-11-14T22:13:20.000Z"),
+                                                       ("resolved", "2023-11-14T22:25:00.000Z")]  # the tick that saw it
+    assert events[0]["scope"] == {"caller_number": "+15557650003"} and events[0]["redress"]

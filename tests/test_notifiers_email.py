@@ -1,0 +1,185 @@
+"""Email notifier against a real SMTP server (aiosmtpd): STARTTLS and implicit TLS with a trustme
+certificate, AUTH, text + HTML parts, the subject, and header injection attempts."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from email import message_from_bytes, policy
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from blockradar.notifiers import build_notifier
+from blockradar.notifiers.base import Notification, NotifyError
+from blockradar.notifiers.email import build_message
+
+T0 = 1_700_000_000.0
+
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content, session.auth_data))
+        return "250 OK"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = auth_data.login == b"blockradar" and auth_data.password == b"pa55word"
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)  # handled=False: aiosmtpd answers 535
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def server_context(ca):
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def starttls_server(ca):
+    handler = Recorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_context(ca),
+                            require_starttls=True, authenticator=authenticator, auth_required=True)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+@pytest.fixture
+def implicit_tls_server(ca):
+    handler = Recorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=server_context(ca),
+                            authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+def note(**alert):
+    base = {"threshold": "number-analytics-blocks", "severity": "critical", "state": "firing",
+            "scope": {"caller_number": "+15557650003"}, "labels": {"trunk": "carrier-c"},
+            "categories": {"analytics_block": 3}, "sip_codes": {"603": 3}, "count": 3, "attempts": 4, "rate": 0.75,
+            "window_s": 3600.0, "samples": [{"call_id": "c1", "callee": "+12125550100", "code": 603,
+                                             "phrase": "Network Blocked", "category": "analytics_block"}],
+            "redress": [{"url": "https://redress.example.com/r", "tel": "+18005550100", "location": "LN"}],
+            "what_to_do": {"analytics_block": "Stop dialing from this number."}}
+    return Notification("g", {"trunk": "carrier-c"}, "firing", [{**base, **alert}], T0)
+
+
+def email_config(port, ca_file, **kw):
+    return {"type": "email", "host": "127.0.0.1", "port": port, "username": "blockradar", "password": "pa55word",
+            "from": "blockradar@example.com", "to": ["noc@example.com"], "ca_file": ca_file, "timeout": 10, **kw}
+
+
+async def test_starttls_with_auth_delivers_text_and_html(starttls_server, ca_file):
+    handler, port = starttls_server
+    notifier = build_notifier(email_config(port, ca_file, starttls=True))
+    await notifier.send(note())
+    ((sender, rcpts, raw, auth),) = handler.messages
+    assert (sender, rcpts) == ("blockradar@example.com", ["noc@example.com"])
+    assert auth.login == b"blockradar"  # authenticated, over TLS (the server requires both)
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Subject"] == "[blockradar] CRITICAL analytics blocks on +15557650003 via carrier-c"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "matching/attempts: 3/4 (75%) in 1h" in text
+    assert "redress: https://redress.example.com/r +18005550100 (blocked at LN)" in text
+    assert "<h2>CRITICAL analytics blocks on +15557650003 via carrier-c</h2>" in html
+
+
+# aiosmtpd cannot see that the socket itself is TLS-wrapped; the warning does not apply
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+async def test_implicit_tls(implicit_tls_server, ca_file):
+    handler, port = implicit_tls_server
+    notifier = build_notifier(email_config(port, ca_file, tls=True))
+    await notifier.send(note())
+    assert len(handler.messages) == 1
+
+
+async def test_wrong_password_is_permanent_and_never_echoed(starttls_server, ca_file):
+    _, port = starttls_server
+    notifier = build_notifier(email_config(port, ca_file, password="WRONGpa55"))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(note())
+    assert info.value.retry is False
+    assert "WRONGpa55" not in str(info.value)
+    assert "WRONGpa55" not in repr(notifier) + repr(notifier.config) + notifier.describe()
+
+
+async def test_untrusted_certificate_is_refused(starttls_server):
+    _, port = starttls_server
+    notifier = build_notifier(email_config(port, None))  # the system CAs do not know our test CA
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(note())
+    assert info.value.retry is True
+
+
+async def test_server_down_is_retryable(ca_file):
+    notifier = build_notifier(email_config(free_port(), ca_file))
+    with pytest.raises(NotifyError) as info:
+        await notifier.send(note())
+    assert info.value.retry
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "Network Blocked\r\nBcc: victim@example.net",
+        "x\nSubject: you won\n\nbody",
+        "x\rX-Injected: 1",
+        "<script>alert(1)</script>",
+    ],
+)
+async def test_header_injection_is_impossible(starttls_server, ca_file, hostile):
+    handler, port = starttls_server
+    alert = {"scope": {"caller_number": hostile}, "labels": {"trunk": hostile},
+             "samples": [{"call_id": hostile, "callee": hostile, "code": 603, "phrase": hostile,
+                          "category": "analytics_block"}]}
+    notifier = build_notifier(email_config(port, ca_file))
+    await notifier.send(note(**alert))
+    ((_, rcpts, raw, _),) = handler.messages
+    assert rcpts == ["noc@example.com"]
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    assert msg.get_all("Subject") and len(msg.get_all("Subject")) == 1
+    assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
+    assert msg["Subject"].startswith("[blockradar] CRITICAL analytics blocks on ")
+    html = msg.get_body(("html",)).get_content()
+    assert "<script>" not in html
+
+
+def test_message_headers_come_only_from_config():
+    cfg = build_notifier(email_config(25, None)).config
+    msg = build_message(cfg, note(scope={"caller_number": "a\r\nBcc: x@y"}))
+    assert set(msg.keys()) == {"Subject", "From", "To", "Date", "Message-ID", "X-Blockradar-Notification",
+                               "MIME-Version", "Content-Type"}
+
+
+@pytest.mark.parametrize("addr", ["noc@example.com\r\nBcc: x@y", "a@b.c, d@e.f", "nobody"])
+def test_addresses_are_single_and_clean(addr):
+    with pytest.raises(ValueError):
+        build_notifier(email_config(25, None, to=[addr]))
