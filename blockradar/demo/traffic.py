@@ -71,6 +71,7 @@ class CallSpec:
 class _Template:
     frames: tuple[bytes, ...]  # AMI: frames without the CRLFCRLF; ESL: event bodies
     base_epoch: int  # the epoch second the recording started
+    span_s: float = 0.0  # from the first event to the last
 
 
 def _ami_template(data: bytes) -> _Template:
@@ -80,7 +81,7 @@ def _ami_template(data: bytes) -> _Template:
         if frame.startswith(b"Event: ") and not frame.startswith(_AMI_SKIP):
             frames.append(frame)
     epochs = [int(m.group(1)) for f in frames for m in _UNIQUEID_RE.finditer(f)]
-    return _Template(tuple(frames), min(epochs) if epochs else 0)
+    return _Template(tuple(frames), min(epochs) if epochs else 0, float(max(epochs) - min(epochs)) if epochs else 0.0)
 
 
 def _esl_frames(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -112,8 +113,9 @@ def _esl_template(data: bytes) -> _Template:
         if name and name.group(1) in _ESL_SKIP_EVENTS:
             continue
         bodies.append(body)
-    stamps = [int(m.group(1)) for b in bodies for m in re.finditer(rb"Event-Date-Timestamp: (\d{10})", b)]
-    return _Template(tuple(bodies), min(stamps) if stamps else 0)
+    micros = [int(m.group(1)) for b in bodies for m in re.finditer(rb"Event-Date-Timestamp: (\d{16})", b)]
+    base = min(micros) // 1_000_000 if micros else 0
+    return _Template(tuple(bodies), base, (max(micros) - min(micros)) / 1e6 if micros else 0.0)
 
 
 class TrafficBuilder:
@@ -133,6 +135,10 @@ class TrafficBuilder:
                 raise KeyError(f"unknown scenario {scenario!r}; one of {sorted(names)}")
             cache[scenario] = build((self._recordings / names[scenario]).read_bytes())
         return cache[scenario]
+
+    def span_s(self, kind: str, scenario: str) -> float:
+        """How long the recorded call took from its first event to its last ("ami" or "esl")."""
+        return self._template(kind, scenario).span_s
 
     # ------------------------------------------------------------------------------- AMI
 

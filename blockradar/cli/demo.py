@@ -1,0 +1,24 @@
+"""``blockradar demo``: the whole daemon against emulated PBXes; no PBX, no config needed."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from blockradar.logs import setup_logging
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Also send the demo's alerts through this config's notifiers (Slack, email, webhook).")
+@click.option("--duration", type=click.FloatRange(6, 120), default=20.0, show_default=True,
+              help="Seconds of call traffic to stream.")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (alerts go to stderr).")
+@click.option("--quiet", is_flag=True, help="No live table, just alerts and the summary.")
+def demo(config_path: str | None, duration: float, as_json: bool, quiet: bool) -> None:
+    """Stream real recorded calls from emulated Asterisk and FreeSWITCH through the real daemon."""
+    setup_logging("human", logging.WARNING)
+    from blockradar.demo.session import run_demo
+
+    run_demo(duration_s=duration, user_config=config_path, live=not quiet and not as_json, as_json=as_json)

@@ -1,0 +1,114 @@
+"""``blockradar run --config FILE``: the daemon beside the PBX.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 2 when the config, a rule file or the store is
+unusable (nothing has started then), 1 on an unexpected crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import click
+
+from blockradar.config import SECRET_KEYS, ConfigError, DaemonConfig, LoadedConfig, load_config
+from blockradar.logs import setup_logging
+
+log = logging.getLogger("blockradar")
+
+
+def config_secrets(config: DaemonConfig) -> list[str]:
+    """Every secret value in a config, for the log redaction filter."""
+    found: list[str] = []
+    for connector in config.connectors:
+        for attr in ("secret", "password"):
+            value = getattr(connector, attr, None)
+            if value is not None:
+                found.append(value.get_secret_value())
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in SECRET_KEYS and isinstance(value, str):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(config.notifiers)
+    return found
+
+
+async def serve(loaded: LoadedConfig) -> int:
+    from blockradar.daemon import Daemon, StartupError
+
+    daemon = Daemon(loaded)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        click.echo(str(exc), err=True)
+        await daemon.stop(flush_s=0)
+        return 2
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    log.info("blockradar running (pid %d); SIGHUP reloads rules and thresholds, SIGTERM stops", _pid())
+    await stop.wait()
+    log.info("stopping: closing connectors, flushing the outbox")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    drained = await daemon.stop()
+    log.info("stopped%s", "" if drained else " (outbox not empty: it is kept for the next start)")
+    return 0
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The daemon config file (see examples/blockradar.yaml).")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default=None,
+              help="Log format (default: the config's log_format, else human).")
+@click.option("--check", is_flag=True, help="Validate the config and rule files, then exit (0 ok, 2 not).")
+@click.pass_context
+def run(ctx: click.Context, config_path: str, log_format: str | None, check: bool) -> None:
+    """Run the daemon: follow the PBXes, classify, alert."""
+    try:
+        loaded = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    if check:
+        from blockradar.ruleset import build_ruleset
+
+        ruleset, report = build_ruleset(loaded.config.rules)
+        for problem in report.errors + report.warnings:
+            click.echo(str(problem), err=True)
+        if ruleset is None:
+            sys.exit(2)
+        cfg = loaded.config
+        click.echo(f"ok: {config_path}: {len(cfg.connectors)} connector(s), {len(ruleset.rules)} rules, "
+                   f"{len(cfg.effective_thresholds())} thresholds, {len(cfg.notifiers)} notifier(s)")
+        return
+    verbose = ctx.find_root().params.get("verbose", 0) or 0
+    setup_logging(log_format or loaded.config.log_format, logging.DEBUG if verbose > 1 else logging.INFO,
+                  secrets=config_secrets(loaded.config))
+    try:
+        code = asyncio.run(serve(loaded))
+    except Exception:
+        log.exception("blockradar crashed")
+        sys.exit(1)
+    sys.exit(code)

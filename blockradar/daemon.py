@@ -1,0 +1,326 @@
+"""The daemon: wires connectors -> pipeline -> outbox -> notifiers, with the store, metrics, health,
+signals and reload around them. ``blockradar run`` and ``blockradar demo`` both drive a ``Daemon``.
+
+Lifecycle:
+
+* ``start()``: open the store, compile rules, build notifiers, restore alert state and rebuild the
+  windows from stored outcomes (so a restart neither forgets a problem nor pages again), start the
+  outbox workers, the HTTP endpoints and the connectors.
+* a ticker (1 s) judges live alerts, flushes due alert groups, writes buffered outcomes, watches
+  connector health (self-alerts, inhibition) and prunes old rows.
+* ``reload()`` (SIGHUP): re-read the config file; a bad rule or threshold keeps the old ones
+  running, logs why and raises a self-alert; a good one is swapped in atomically.
+* ``stop()`` (SIGTERM/SIGINT): stop connectors, write what is buffered, flush the outbox for a
+  bounded time, close everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from blockradar.alerts import Alert
+from blockradar.classification import Classification
+from blockradar.clock import Clock, SystemClock
+from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_config
+from blockradar.connectors.base import Connector, ConnectorHealth
+from blockradar.metrics import HealthCollector, Metrics
+from blockradar.notifiers import build_notifiers
+from blockradar.notifiers.base import AlertDict, Notification, Notifier
+from blockradar.outbox import Outbox
+from blockradar.outcome import CallOutcome
+from blockradar.pipeline import Pipeline
+from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
+from blockradar.selfhealth import SelfHealth
+from blockradar.store import Store
+from blockradar.thresholds import ThresholdConfig
+from blockradar.web import HttpServer, build_app
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+OUTCOME_FLUSH_ROWS = 500  # the store commits with fsync: write outcomes in batches
+PRUNE_EVERY_S = 3600.0
+SHUTDOWN_FLUSH_S = 10.0
+
+
+class StartupError(Exception):
+    """Something the operator must fix before the daemon can run (message names what and where)."""
+
+
+def make_connector(spec: Any, sink: Callable[[CallOutcome], None], clock: Clock) -> Connector:
+    runtime = spec.to_runtime()
+    if spec.type == "asterisk":
+        from blockradar.connectors.asterisk import AsteriskConnector
+
+        return AsteriskConnector(runtime, sink, clock)
+    from blockradar.connectors.freeswitch import FreeswitchConnector
+
+    return FreeswitchConnector(runtime, sink, clock)
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, *, clock: Clock | None = None,
+                 registry: CollectorRegistry | None = None, extra_notifiers: Sequence[Notifier] = (),
+                 on_outcome: Callable[[CallOutcome, Classification], None] | None = None,
+                 on_transition: Callable[[Alert, AlertDict], None] | None = None) -> None:
+        self.loaded = loaded
+        self.config: DaemonConfig = loaded.config
+        self.clock = clock or SystemClock()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.extra_notifiers = list(extra_notifiers)
+        self._on_outcome = on_outcome
+        self._on_transition_hook = on_transition
+        self.store: Store | None = None
+        self.ruleset: RuleSet | None = None
+        self.pipeline: Pipeline | None = None
+        self.outbox: Outbox | None = None
+        self.connectors: list[Connector] = []
+        self.http: HttpServer | None = None
+        self.selfhealth: SelfHealth | None = None
+        self.last_reload: dict[str, Any] = {"at": None, "ok": True, "error": None}
+        self.sink_errors = 0
+        self._pending: list[tuple[CallOutcome, Classification]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+        self._stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------------------------ start
+
+    def _build_pipeline(self, ruleset: RuleSet, thresholds: list[ThresholdConfig], store: Store) -> Pipeline:
+        return Pipeline(ruleset, thresholds, self.config.alerting, emit=self._emit, store=store,
+                        on_transition=self._transition)
+
+    async def start(self) -> None:
+        config = self.config
+        store_path = Path(config.store)
+        try:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            self.store = Store(store_path)
+        except Exception as exc:
+            raise StartupError(f"{self.loaded.path}: store: cannot open {store_path}: {exc}") from None
+        try:
+            self.ruleset = load_ruleset(config.rules)
+        except RuleSetError as exc:
+            raise StartupError(str(exc)) from None
+        self.metrics.rules_loaded.set(len(self.ruleset.rules))
+        notifiers = build_notifiers(config.notifiers) + self.extra_notifiers
+        self.outbox = Outbox(self.store, notifiers, clock=self.clock,
+                             on_result=lambda name, result: self.metrics.notifications.labels(name, result).inc())
+        self.selfhealth = SelfHealth(config.self_health.link_down_after, config.self_health.auth_failing_after,
+                                     self._emit, on_down=self._connector_down, on_up=self._connector_up)
+        self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
+        now = self.clock.now()
+        restored = self.pipeline.rebuild(self.store.iter_outcomes(now - self._history_s()), now)
+        log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
+                 "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
+                 len(self.pipeline.thresholds), len(notifiers), restored)
+        self.registry.register(HealthCollector(self.healths, self._outbox_depth, self.clock.now))
+        await self.outbox.start()
+        if config.http is not None:
+            self.http = HttpServer(build_app(self.registry, self.health_report), config.http.host,
+                                   config.http.port)
+            try:
+                await self.http.start()
+            except OSError as exc:
+                raise StartupError(f"{self.loaded.path}: http.listen: cannot listen on {config.http.listen}: "
+                                   f"{exc.strerror or exc}") from None
+        for spec in config.connectors:
+            connector = make_connector(spec, self._sink, self.clock)
+            self.connectors.append(connector)
+        for connector in self.connectors:
+            self.pipeline.connector_down(connector.name)  # held until it connects (inhibition)
+            await connector.start()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="blockradar-ticker")
+
+    def _history_s(self) -> float:
+        assert self.pipeline is not None
+        return max((t.window for t in self.pipeline.thresholds), default=3600.0)
+
+    # ------------------------------------------------------------------------------- data path
+
+    def _sink(self, outcome: CallOutcome) -> None:
+        """Called by the connectors in the loop thread, once per outcome; never raises."""
+        try:
+            assert self.pipeline is not None
+            cls = self.pipeline.process(outcome)
+            self._pending.append((outcome, cls))
+            self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
+            if self._on_outcome is not None:
+                self._on_outcome(outcome, cls)
+            if len(self._pending) >= OUTCOME_FLUSH_ROWS:
+                self._flush_outcomes()
+        except Exception:
+            self.sink_errors += 1
+            log.exception("failed to process an outcome of connector %s (call %s)", outcome.connector,
+                          outcome.call_id)
+
+    def _flush_outcomes(self) -> None:
+        if not self._pending or self.store is None:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            self.store.add_outcomes(batch)
+        except Exception:
+            log.exception("could not store %d outcome(s)", len(batch))
+
+    def _emit(self, notification: Notification) -> None:
+        assert self.outbox is not None
+        self.outbox.enqueue(notification)
+
+    def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
+        self.metrics.alerts.labels(str(snapshot.get("threshold")), str(snapshot.get("state"))).inc()
+        if self._on_transition_hook is not None:
+            self._on_transition_hook(alert, snapshot)
+
+    def _connector_down(self, name: str) -> None:
+        if self.pipeline is not None:
+            self.pipeline.connector_down(name)
+
+    def _connector_up(self, name: str) -> None:
+        if self.pipeline is not None:
+            self.pipeline.connector_up(name)
+
+    # ---------------------------------------------------------------------------------- timers
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    def tick(self) -> None:
+        now = self.clock.now()
+        self._flush_outcomes()
+        assert self.pipeline is not None and self.selfhealth is not None and self.store is not None
+        self.selfhealth.observe(self.healths(), now)
+        self.pipeline.tick(now)
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            pruned = self.store.prune_outcomes(now - self.config.retention)
+            self.store.prune_outbox(now - 7 * 86400)
+            if pruned:
+                log.info("pruned %d outcome(s) older than the retention", pruned)
+
+    # ---------------------------------------------------------------------------------- reload
+
+    def reload(self) -> bool:
+        """Re-read rules, thresholds and alerting from the config file; keep the old ones on error."""
+        now = self.clock.now()
+        self.last_reload["at"] = now
+        assert self.selfhealth is not None and self.store is not None
+        try:
+            loaded = load_config(self.loaded.path)
+            ruleset = load_ruleset(loaded.config.rules)
+            thresholds = loaded.config.effective_thresholds()
+        except (ConfigError, RuleSetError) as exc:
+            error = str(exc)
+            self.last_reload.update(ok=False, error=error)
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
+            self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
+            return False
+        for key in ("connectors", "notifiers", "store", "http"):
+            if getattr(loaded.config, key) != getattr(self.config, key):
+                log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
+                            key)
+        self._flush_outcomes()
+        self.config = self.config.model_copy(update={"rules": loaded.config.rules,
+                                                     "thresholds": loaded.config.thresholds,
+                                                     "alerting": loaded.config.alerting})
+        old = self.pipeline
+        pipeline = self._build_pipeline(ruleset, thresholds, self.store)
+        pipeline.rebuild(self.store.iter_outcomes(now - max((t.window for t in thresholds), default=3600.0)), now)
+        for connector in self.connectors:
+            if old is not None and not self._connected(connector):
+                pipeline.connector_down(connector.name)
+        self.pipeline, self.ruleset = pipeline, ruleset
+        self.metrics.rules_loaded.set(len(ruleset.rules))
+        self.metrics.reloads.labels("ok").inc()
+        self.last_reload.update(ok=True, error=None)
+        self.selfhealth.reload_ok(now)
+        log.info("reloaded: %d rules, %d thresholds", len(ruleset.rules), len(thresholds))
+        return True
+
+    @staticmethod
+    def _connected(connector: Connector) -> bool:
+        from blockradar.connectors.base import LinkState
+
+        return connector.health().state == LinkState.CONNECTED
+
+    # ----------------------------------------------------------------------------------- stop
+
+    async def stop(self, flush_s: float = SHUTDOWN_FLUSH_S) -> bool:
+        """Stop connectors, write buffered outcomes, flush the outbox (bounded); True when drained."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        results = await asyncio.gather(*(c.close() for c in self.connectors), return_exceptions=True)
+        for connector, result in zip(self.connectors, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("connector %s did not close cleanly: %s", connector.name, result)
+        self._flush_outcomes()
+        drained = True
+        if self.outbox is not None:
+            drained = await self.outbox.drain(flush_s)
+            if not drained:
+                log.warning("outbox not empty after %.0f s: %d notification(s) stay queued for the next start",
+                            flush_s, self.outbox.depth())
+            await self.outbox.stop()
+        if self.http is not None:
+            await self.http.close()
+        if self.store is not None:
+            self.store.close()
+        self._stopped.set()
+        return drained
+
+    # ---------------------------------------------------------------------------------- health
+
+    def healths(self) -> list[ConnectorHealth]:
+        return [c.health() for c in self.connectors]
+
+    def _outbox_depth(self) -> int:
+        try:
+            return self.outbox.depth() if self.outbox is not None else 0
+        except Exception:
+            return -1
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        now = time.time()
+        connectors = []
+        ok = True
+        for health in self.healths():
+            from blockradar.connectors.base import LinkState
+
+            up = health.state == LinkState.CONNECTED
+            ok = ok and up
+            connectors.append({
+                "name": health.name, "pbx": health.pbx, "state": str(health.state), "up": up,
+                "state_since": health.state_since,
+                "last_event_age_s": None if health.last_event_at is None else round(now - health.last_event_at, 3),
+                "events": health.events, "outcomes": health.outcomes, "reconnects": health.reconnects,
+                "parse_errors": health.parse_errors, "dropped": health.dropped,
+                "expired_calls": health.expired_calls, "clock_skewed": health.clock_skewed,
+                "last_error": health.last_error,
+            })
+        report = {
+            "connectors": connectors,
+            "outbox_depth": self._outbox_depth(),
+            "rules": {"files": list(self.ruleset.files) if self.ruleset else [],
+                      "count": len(self.ruleset.rules) if self.ruleset else 0},
+            "last_reload": self.last_reload,
+            "self_alerts": self.selfhealth.active() if self.selfhealth else [],
+            "sink_errors": self.sink_errors,
+        }
+        return ok, report

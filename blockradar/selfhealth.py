@@ -1,0 +1,124 @@
+"""Self-alerts: the daemon pages about itself through the same outbox and notifiers.
+
+Three conditions, each firing once and resolving once, like any alert:
+
+* ``pbx-link-down``: a connector has not been connected for ``link_down_after``;
+* ``pbx-auth-failing``: a connector's credentials are rejected (wrong secret, ACL) for
+  ``auth_failing_after``;
+* ``config-reload-failed``: a SIGHUP reload found a bad rule or config file (the old rules keep
+  running) until a later reload succeeds.
+
+It also drives inhibition: the pipeline is told when a connector goes down or comes back, so
+alerts built on that connector's data are held while it is blind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from blockradar.connectors.base import ConnectorHealth, LinkState
+from blockradar.notifiers.base import AlertDict, Notification
+from blockradar.outcome import iso
+
+log = logging.getLogger(__name__)
+
+WHAT_TO_DO = {
+    "pbx-link-down": "Check that the PBX is running and that its AMI/ESL port accepts blockradar "
+                     "(manager.conf / event_socket.conf.xml, firewall, ACL). Blocks are not being watched.",
+    "pbx-auth-failing": "The PBX rejects blockradar's credentials: check the username/secret (AMI) or the "
+                        "password and ACL (ESL) in both configs. Retries are slowed down meanwhile.",
+    "config-reload-failed": "Fix the file named in the log and reload again (SIGHUP); the previous rules and "
+                            "thresholds keep running until then.",
+}
+
+
+@dataclass(slots=True)
+class _Condition:
+    since: float | None = None
+    firing: bool = False
+    detail: str = ""
+
+
+class SelfHealth:
+    def __init__(self, link_down_after: float, auth_failing_after: float, emit: Callable[[Notification], None],
+                 *, on_down: Callable[[str], None] | None = None, on_up: Callable[[str], None] | None = None) -> None:
+        self.link_down_after = link_down_after
+        self.auth_failing_after = auth_failing_after
+        self._emit = emit
+        self._on_down = on_down
+        self._on_up = on_up
+        self._conditions: dict[tuple[str, str], _Condition] = {}
+        self._connected: dict[str, bool] = {}
+
+    def active(self) -> list[dict[str, str]]:
+        return [{"alert": kind, "subject": subject, "detail": c.detail}
+                for (kind, subject), c in self._conditions.items() if c.firing]
+
+    def observe(self, healths: Iterable[ConnectorHealth], now: float) -> None:
+        for health in healths:
+            connected = health.state == LinkState.CONNECTED
+            if self._connected.get(health.name) != connected:
+                self._connected[health.name] = connected
+                callback = self._on_up if connected else self._on_down
+                if callback is not None:
+                    callback(health.name)
+            detail = f"{health.pbx} connector {health.name} is {health.state}"
+            if health.last_error:
+                detail += f": {health.last_error}"
+            self._judge("pbx-link-down", health.name, not connected, self.link_down_after, now, detail)
+            self._judge("pbx-auth-failing", health.name, health.state == LinkState.AUTH_FAILED,
+                        self.auth_failing_after, now, detail)
+
+    def reload_failed(self, error: str, now: float) -> None:
+        self._judge("config-reload-failed", "config", True, 0.0, now, error)
+
+    def reload_ok(self, now: float) -> None:
+        self._judge("config-reload-failed", "config", False, 0.0, now, "")
+
+    def _judge(self, kind: str, subject: str, bad: bool, after: float, now: float, detail: str) -> None:
+        condition = self._conditions.setdefault((kind, subject), _Condition())
+        if bad:
+            if condition.since is None:
+                condition.since = now
+            condition.detail = detail
+            if not condition.firing and now - condition.since >= after:
+                condition.firing = True
+                log.error("self-alert %s on %s: %s", kind, subject, detail)
+                self._emit(self._notification(kind, subject, "firing", condition, now))
+        else:
+            if condition.firing:
+                condition.firing = False
+                log.warning("self-alert %s on %s resolved", kind, subject)
+                self._emit(self._notification(kind, subject, "resolved", condition, now))
+            condition.since = None
+
+    @staticmethod
+    def _notification(kind: str, subject: str, state: str, condition: _Condition, now: float) -> Notification:
+        scope = {"connector": subject} if kind != "config-reload-failed" else {"config": subject}
+        alert: AlertDict = {
+            "fingerprint": f"self/{kind}/{subject}",
+            "threshold": f"blockradar-{kind}",
+            "description": condition.detail,
+            "severity": "critical" if kind != "config-reload-failed" else "warning",
+            "state": state,
+            "labels": {"alertname": kind, **scope},
+            "scope": scope,
+            "count": 0,
+            "attempts": 0,
+            "rate": None,
+            "window_s": 0.0,
+            "categories": {},
+            "sip_codes": {},
+            "first_seen": iso(condition.since),
+            "last_seen": iso(now),
+            "started_at": iso(condition.since),
+            "fired_at": iso(condition.since),
+            "resolved_at": iso(now) if state == "resolved" else None,
+            "samples": [],
+            "redress": [],
+            "what_to_do": {kind: WHAT_TO_DO[kind]},
+        }
+        return Notification(group_key=f"self/{kind}/{subject}", group_labels={"alertname": kind, **scope},
+                            status=state, alerts=[alert], created_at=now)
