@@ -281,6 +281,7 @@ def _pydantic_problems(exc: ValidationError, doc: YamlDocument, prefix: KeyPath 
             message = "required key is missing"
         elif error.get("type") == "union_tag_invalid":
             message = "type must be 'asterisk' or 'freeswitch'"
+            loc.append("type")
         elif error.get("type") == "union_tag_not_found":
             message = "each connector needs type: asterisk or type: freeswitch"
         path: KeyPath = (*prefix, *loc)

@@ -176,6 +176,18 @@ class Store:
             "ORDER BY at, id", (since,))
         return [dict(r) for r in cur]
 
+    def report_rows(self, since: float) -> Iterator[dict[str, Any]]:
+        """Rows for ``blockradar report``: the compact columns plus phrase, answered and redress."""
+        cur = self._db.execute(
+            "SELECT at, connector, caller_number, trunk, category, sip_code, "
+            "json_extract(data, '$.sip_phrase') AS sip_phrase, json_extract(data, '$.answered') AS answered, "
+            "json_extract(data, '$.redress') AS redress FROM outcomes WHERE at >= ? ORDER BY at, id", (since,))
+        for row in cur:
+            item = dict(row)
+            item["answered"] = bool(item["answered"])
+            item["redress"] = json.loads(item["redress"]) if item["redress"] else None
+            yield item
+
     def prune_outcomes(self, before: float) -> int:
         with self._tx():
             return self._db.execute("DELETE FROM outcomes WHERE at < ?", (before,)).rowcount

@@ -16,9 +16,12 @@ from blockradar.logs import setup_logging
               help="Seconds of call traffic to stream.")
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary (alerts go to stderr).")
 @click.option("--quiet", is_flag=True, help="No live table, just alerts and the summary.")
-def demo(config_path: str | None, duration: float, as_json: bool, quiet: bool) -> None:
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              help="Keep the demo's SQLite store here (then try `blockradar report --store FILE`).")
+def demo(config_path: str | None, duration: float, as_json: bool, quiet: bool, store_path: str | None) -> None:
     """Stream real recorded calls from emulated Asterisk and FreeSWITCH through the real daemon."""
     setup_logging("human", logging.WARNING)
     from blockradar.demo.session import run_demo
 
-    run_demo(duration_s=duration, user_config=config_path, live=not quiet and not as_json, as_json=as_json)
+    run_demo(duration_s=duration, user_config=config_path, live=not quiet and not as_json, as_json=as_json,
+             store_path=store_path)

@@ -6,52 +6,26 @@ Reports per notifier ``OK`` or the error (secrets masked) and exits 1 when any f
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import time
 from typing import Any
 
 import click
 
+from blockradar.config import ConfigError, load_config
 from blockradar.notifiers import build_notifiers
 from blockradar.notifiers.base import AlertDict, Notification, Notifier, NotifyError
 from blockradar.outcome import iso
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 
 def load_notifier_entries(path: str) -> list[dict[str, Any]]:
-    """The ``notifiers:`` list of a config file, with ``${VAR}`` from the environment and ``*_file``
-    keys read from files. A small reader the config module can later replace."""
-    import yaml
-
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    entries = data.get("notifiers") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
+    """The validated ``notifiers:`` list of a daemon config (``${VAR}`` and ``*_file`` resolved)."""
+    try:
+        entries = load_config(path).config.notifiers
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not entries:
         raise click.ClickException(f"{path}: no 'notifiers:' list")
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise click.ClickException(f"{path}: notifiers[{i}] is not a mapping")
-        resolved: dict[str, Any] = {}
-        for key, value in entry.items():
-            if isinstance(value, str):
-                value = _ENV.sub(lambda m, i=i: _env(m.group(1), path, i), value)
-            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
-                with open(value, encoding="utf-8") as fh:
-                    resolved[key[: -len("_file")]] = fh.read().strip()
-                continue
-            resolved[key] = value
-        out.append(resolved)
-    return out
-
-
-def _env(name: str, path: str, index: int) -> str:
-    value = os.environ.get(name)
-    if value is None:
-        raise click.ClickException(f"{path}: notifiers[{index}] uses ${{{name}}}, which is not set")
-    return value
+    return entries
 
 
 def sample_notification(now: float) -> Notification:

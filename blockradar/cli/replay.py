@@ -13,9 +13,10 @@ import click
 
 from blockradar.classification import Classification
 from blockradar.cli.common import print_json, table
+from blockradar.config import ConfigError, DaemonConfig, load_config
 from blockradar.outcome import CallOutcome, iso
 from blockradar.recordings import RecordingError, read_recording
-from blockradar.ruleset import build_ruleset
+from blockradar.ruleset import RuleSet, build_ruleset
 
 
 def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, Any]:
@@ -42,15 +43,53 @@ def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, An
     }
 
 
+def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: DaemonConfig | None,
+                   with_alerts: bool) -> list[dict[str, Any]]:
+    """Outcome and alert records in event-time order, the pipeline driven by the recording's clock."""
+    from blockradar.alerts import AlertingConfig, alert_event
+    from blockradar.pipeline import Pipeline
+
+    records: list[dict[str, Any]] = []
+    if not with_alerts:
+        return [outcome_record(o, ruleset.classify(o)) for o in outcomes]
+    thresholds = config.effective_thresholds() if config else None
+    alerting = config.alerting if config else AlertingConfig()
+    pipeline = Pipeline(ruleset, thresholds, alerting, emit=lambda n: None,
+                        on_transition=lambda alert, snap: records.append(alert_event(snap)))
+    for outcome in outcomes:
+        if outcome.ended_at is not None:
+            pipeline.tick(outcome.ended_at)
+        slot = len(records)
+        records.append({})  # the outcome's line goes before the alerts it triggers
+        records[slot] = outcome_record(outcome, pipeline.process(outcome))
+    if outcomes and outcomes[-1].ended_at is not None:
+        pipeline.tick(outcomes[-1].ended_at)
+    return records
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Take rules, thresholds and alerting from this daemon config (default: the shipped ones).")
 @click.option("--rules", "rule_files", multiple=True, metavar="FILE",
-              help="Rule files layered on top of the default pack (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+              help="Rule files layered on top of the default pack (repeatable; with --config, on top of its rules).")
+@click.option("--no-alerts", is_flag=True, help="Only classify; do not run thresholds and alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (kind: outcome | alert).")
 @click.option("--stats", is_flag=True, help="Also print what each reader counted (frames, parse errors, ...).")
-def replay(files: tuple[str, ...], rule_files: tuple[str, ...], as_json: bool, stats: bool) -> None:
-    """Replay recorded AMI or ESL streams (format detected from content)."""
-    ruleset, report = build_ruleset(["default", *rule_files])
+def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[str, ...], no_alerts: bool,
+           as_json: bool, stats: bool) -> None:
+    """Replay recorded AMI or ESL streams (format detected from content) through the classifier and,
+    unless --no-alerts, the thresholds and alert lifecycle, on the recording's own clock."""
+    config: DaemonConfig | None = None
+    base_rules = ["default"]
+    if config_path:
+        try:
+            config = load_config(config_path).config
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+        base_rules = list(config.rules)
+    ruleset, report = build_ruleset([*base_rules, *rule_files])
     if ruleset is None:
         for problem in report.errors:
             click.echo(str(problem), err=True)
@@ -67,12 +106,20 @@ def replay(files: tuple[str, ...], rule_files: tuple[str, ...], as_json: bool, s
             click.echo(f"{path}: {recording.format}, {len(recording.outcomes)} outcome(s), {recording.stats}",
                        err=True)
     outcomes.sort(key=lambda o: o.ended_at if o.ended_at is not None else float("inf"))
-    records = [outcome_record(o, ruleset.classify(o)) for o in outcomes]
+    records = replay_records(outcomes, ruleset, config, with_alerts=not no_alerts)
     if as_json:
         for record in records:
             print_json(record)
         return
+    calls = [r for r in records if r["kind"] == "outcome"]
+    alerts = [r for r in records if r["kind"] == "alert"]
     rows = [[r["ended_at"], r["caller_number"], r["callee_number"], r["trunk"], r["sip_code"], r["sip_phrase"],
-             r["category"], r["confidence"], (r["redress"] or {}).get("url")] for r in records]
+             r["category"], r["confidence"], (r["redress"] or {}).get("url")] for r in calls]
     click.echo(table(["ended", "caller", "callee", "trunk", "code", "phrase", "category", "conf", "redress"], rows))
-    click.echo(f"\n{len(records)} outcome(s) from {len(files)} file(s)")
+    if alerts:
+        click.echo("")
+        click.echo(table(["at", "alert", "state", "severity", "scope", "count", "attempts"],
+                         [[a["at"], a["threshold"], a["state"], a["severity"],
+                           ", ".join(f"{k}={v}" for k, v in a["scope"].items()), a["count"], a["attempts"]]
+                          for a in alerts]))
+    click.echo(f"\n{len(calls)} outcome(s), {len(alerts)} alert transition(s) from {len(files)} file(s)")

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from blockradar.config import ConfigError, load_config
 from blockradar.durations import format_duration, parse_duration
 from blockradar.outcome import iso
 from blockradar.silences import Matcher, Silence
@@ -24,16 +25,12 @@ from blockradar.store import Store
 DEFAULT_STORE = "/var/lib/blockradar/state.db"
 
 
-def store_path_from_config(path: str) -> str | None:
-    """The ``store:`` key of a config file (a small reader until the config module owns this)."""
-    import yaml
-
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    value = data.get("store") if isinstance(data, dict) else None
-    if isinstance(value, dict):
-        value = value.get("path")
-    return str(value) if value else None
+def store_path_from_config(path: str) -> str:
+    """The ``store:`` of a daemon config."""
+    try:
+        return load_config(path).config.store
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _open_store(store: str | None, config: str | None) -> Store:

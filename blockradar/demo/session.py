@@ -97,8 +97,9 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 class DemoSession:
     def __init__(self, *, duration_s: float = 20.0, user_config: str | None = None, out: TextIO = sys.stdout,
-                 live: bool = True, as_json: bool = False) -> None:
+                 live: bool = True, as_json: bool = False, store_path: str | None = None) -> None:
         self.duration_s = duration_s
+        self.store_path = store_path
         self.user_config = user_config
         self.out = out
         self.live = live
@@ -131,7 +132,7 @@ class DemoSession:
             "alerting": {"group_by": ["threshold"], "group_wait": "2s", "group_interval": "4s",
                          "repeat_interval": "1h", "send_resolved": True},
             "notifiers": notifiers,
-            "store": str(workdir / "demo.db"),
+            "store": str(Path(self.store_path).resolve()) if self.store_path else str(workdir / "demo.db"),
             "http": {"listen": "127.0.0.1:0"},
             "self_health": {"link_down_after": "10s"},
         }

@@ -1,0 +1,69 @@
+"""``blockradar report [--since 24h] [--json]``: per calling number and per trunk, worst first."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from blockradar.cli.common import print_json, table
+from blockradar.config import ConfigError, load_config
+from blockradar.durations import parse_duration
+from blockradar.report import build_report
+from blockradar.ruleset import RuleSetError, load_ruleset
+from blockradar.store import Store
+
+DEFAULT_STORE = "/var/lib/blockradar/state.db"
+
+
+@click.command()
+@click.option("--since", default="24h", show_default=True, help="How far back, e.g. 1h, 24h, 7d.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Read the store path and rules from this daemon config.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), help=f"SQLite store (default {DEFAULT_STORE}).")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Rows per table.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def report(since: str, config_path: str | None, store_path: str | None, limit: int, as_json: bool) -> None:
+    """Attempts, answer rate, analytics blocks (603+/608/607/603), block rate, last redress and alerts
+    per calling number and per trunk, from the daemon's store."""
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    rules = None
+    if config_path:
+        try:
+            loaded = load_config(config_path)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+        store_path = store_path or loaded.config.store
+        rules = loaded.config.rules
+    path = Path(store_path or DEFAULT_STORE)
+    if not path.exists():
+        click.echo(f"blockradar report: no store at {path} (give --store or --config)", err=True)
+        sys.exit(2)
+    try:
+        ruleset = load_ruleset(rules)
+    except RuleSetError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    since_ts = time.time() - window
+    with Store(path) as store:
+        reports = build_report(store.report_rows(since_ts), store.load_alert_states(),
+                               ruleset.analytics_categories())
+    if as_json:
+        print_json({"since": since, "numbers": [r.to_dict() for r in reports["caller_number"][:limit]],
+                    "trunks": [r.to_dict() for r in reports["trunk"][:limit]]})
+        return
+    headers = ["attempts", "answered", "blocks", "603+", "608", "607", "603", "block rate", "last redress", "alerts"]
+    for scope, title in (("caller_number", "calling number"), ("trunk", "trunk")):
+        rows = [[r.value, r.attempts, f"{r.answer_rate:.0%}", r.analytics_blocks, r.sip_603plus, r.sip_608,
+                 r.sip_607, r.sip_603, f"{r.block_rate:.1%}",
+                 (r.last_redress or {}).get("url") or (r.last_redress or {}).get("tel") or "",
+                 ", ".join(sorted(r.alerts))] for r in reports[scope][:limit]]
+        click.echo(f"per {title}, last {since} (worst first):")
+        click.echo(table([title, *headers], rows) if rows else "  (no calls)")
+        click.echo("")
