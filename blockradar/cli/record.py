@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import BinaryIO
@@ -49,7 +50,9 @@ def record(config_path: str, name: str, output: str | None) -> None:
         names = ", ".join(c.name for c in loaded.config.connectors) or "none"
         click.echo(f"blockradar record: no connector {name!r} in {config_path} (connectors: {names})", err=True)
         sys.exit(2)
-    out: BinaryIO = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
+    # unbuffered: every chunk is on disk (or in the pipe) as soon as it arrives, for tail -f and crashes
+    out: BinaryIO = open(output, "wb", buffering=0) if output else os.fdopen(  # noqa: SIM115 - closed below
+        sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     try:
         written = asyncio.run(_record(match[0], out))
     except OSError as exc:
@@ -59,7 +62,5 @@ def record(config_path: str, name: str, output: str | None) -> None:
         click.echo(f"blockradar record: {name}: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
     finally:
-        out.flush()
-        if output:
-            out.close()
+        out.close()
     click.echo(f"recorded {written} bytes from {name}", err=True)

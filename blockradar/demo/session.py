@@ -33,17 +33,22 @@ from blockradar.outcome import CallOutcome
 
 BLOCKED_NUMBER = "+15557650003"
 
-DEMO_THRESHOLDS: list[dict[str, Any]] = [
-    {"name": "demo-strong-block", "scope": ["caller_number"], "categories": ["analytics_block"],
-     "confidence": ["high"], "window": "20s", "count": 1, "severity": "warning",
-     "description": "Any conformant 603+ or 608 on a number."},
-    {"name": "demo-repeated-blocks", "scope": ["caller_number"], "categories": ["analytics_block"],
-     "window": "20s", "count": 3, "severity": "critical",
-     "description": "Three analytics blocks on one number within the window."},
-    {"name": "demo-trunk-block-rate", "scope": ["trunk"], "categories": ["analytics_block"],
-     "window": "20s", "rate": 0.5, "min_attempts": 6, "severity": "critical",
-     "description": "Half of a trunk's attempts blocked: a carrier-wide event."},
-]
+def demo_thresholds(duration_s: float) -> list[dict[str, Any]]:
+    """The demo's thresholds: the shipped defaults' shapes with windows scaled to the demo's length,
+    so the blocked number's alerts both fire and resolve while you watch."""
+    window = f"{max(5, round(duration_s * 0.6))}s"
+    return [
+        {"name": "demo-strong-block", "scope": ["caller_number"], "categories": ["analytics_block"],
+         "confidence": ["high"], "window": window, "count": 1, "severity": "warning",
+         "description": "Any conformant 603+ or 608 on a number."},
+        {"name": "demo-repeated-blocks", "scope": ["caller_number"], "categories": ["analytics_block"],
+         "window": window, "count": 3, "severity": "critical",
+         "description": "Three analytics blocks on one number within the window."},
+        {"name": "demo-trunk-block-rate", "scope": ["trunk"], "categories": ["analytics_block"],
+         "window": window, "rate": 0.5, "min_attempts": 4, "severity": "critical",
+         "description": "Half of a trunk's attempts blocked: a carrier-wide event."},
+    ]
+
 
 # (seconds from start, pbx, scenario, caller, trunk)
 Plan = list[tuple[float, str, str, str, str]]
@@ -128,7 +133,7 @@ class DemoSession:
                  "password": "${DEMO_ESL_PASSWORD}", "heartbeat_timeout": "30s"},
             ],
             "rules": rules,
-            "thresholds": DEMO_THRESHOLDS,
+            "thresholds": demo_thresholds(self.duration_s),
             "alerting": {"group_by": ["threshold"], "group_wait": "2s", "group_interval": "4s",
                          "repeat_interval": "1h", "send_resolved": True},
             "notifiers": notifiers,

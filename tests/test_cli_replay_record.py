@@ -1,0 +1,185 @@
+"""`blockradar replay` (the issues' exact checks, alerts on the recording's clock) and
+`blockradar record` (a live stream saved byte-exact replays to the same outcomes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from blockradar.connectors.ami_recording import read_ami_recording
+from blockradar.connectors.esl_recording import read_esl_recording
+from blockradar.recordings import RecordingError, detect_format, read_recording
+from tests.servers.ami_server import AmiServer, Session, event_stream
+from tests.servers.esl_server import EslTestServer, load_event_frames
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OUTCOME_KEYS = {"kind", "pbx", "connector", "call_id", "caller_number", "callee_number", "trunk", "sip_code",
+                "sip_phrase", "reason", "q850_cause", "pbx_cause", "answered", "talk_s", "ended_at", "category",
+                "confidence", "rule", "redress"}
+ALERT_KEYS = {"kind", "state", "threshold", "severity", "scope", "count", "attempts", "rate", "window_s",
+              "categories", "at", "redress"}
+
+
+def blockradar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "blockradar", *args], capture_output=True, text=True, timeout=60)
+
+
+def lines(run: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def test_replay_ami_608():
+    records = lines(blockradar("replay", str(FIXTURES / "asterisk/01-608-rejected.ami"), "--json"))
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    assert len(outcomes) == 1 and set(outcomes[0]) == OUTCOME_KEYS
+    o = outcomes[0]
+    assert (o["sip_code"], o["category"], o["caller_number"], o["trunk"]) == (608, "analytics_block",
+                                                                              "+15557654321", "carrier")
+    assert o["ended_at"].endswith("Z")
+
+
+def test_replay_esl_atis_603plus():
+    records = lines(blockradar("replay", str(FIXTURES / "freeswitch/15-603plus-atis-analytics1.esl"), "--json"))
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    assert len(outcomes) == 1
+    assert outcomes[0]["category"] == "analytics_block" and outcomes[0]["confidence"] == "high"
+    assert outcomes[0]["redress"]["url"] == "https://analytics.example.net/redress"
+
+
+def test_replay_json_recording_and_no_alerts():
+    records = lines(blockradar("replay", str(FIXTURES / "freeswitch/05-607-unwanted.json.esl"), "--json",
+                               "--no-alerts"))
+    assert [(r["kind"], r["category"]) for r in records] == [("outcome", "unwanted")]
+
+
+def test_replay_alerts_on_the_recordings_clock():
+    files = [str(FIXTURES / "asterisk" / f) for f in ("01-608-rejected.ami", "12-183-then-608-rejected.ami",
+                                                      "06-403-forbidden-spam.enriched.ami", "07-486-busy-here.ami")]
+    records = lines(blockradar("replay", *files, "--json"))
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("outcome") == 4
+    alerts = [r for r in records if r["kind"] == "alert"]
+    assert alerts and all(set(a) >= ALERT_KEYS for a in alerts)
+    by_name = {a["threshold"]: a for a in alerts}
+    assert by_name["number-strong-block"]["state"] == "firing"
+    assert by_name["number-analytics-blocks"]["count"] == 3  # 608, 183->608, 403 spam
+    # alerts fire at the time of the call that crossed the threshold, in the recording's time
+    third_block = [r for r in records if r["kind"] == "outcome" and r["category"] == "analytics_block"][2]
+    assert by_name["number-analytics-blocks"]["at"] == third_block["ended_at"]
+    assert records.index(by_name["number-analytics-blocks"]) > records.index(third_block)
+
+
+def test_replay_with_config_thresholds(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text(textwrap.dedent("""\
+        thresholds:
+          - {name: any-607, scope: [caller_number], categories: [unwanted], window: 1h, count: 1}
+        """))
+    records = lines(blockradar("replay", "--config", str(config), str(FIXTURES / "asterisk/05-607-unwanted.ami"),
+                               str(FIXTURES / "asterisk/01-608-rejected.ami"), "--json"))
+    assert [r["threshold"] for r in records if r["kind"] == "alert"] == ["any-607"]
+
+
+def test_replay_refuses_what_is_not_a_recording(tmp_path: Path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello\n")
+    run = blockradar("replay", str(junk))
+    assert run.returncode == 2 and "not a recorded AMI or ESL stream" in run.stderr
+    assert detect_format(b"Asterisk Call Manager/11.0.0\r\n") == "ami"
+    assert detect_format(b"Content-Type: auth/request\n\n") == "esl"
+    with pytest.raises(RecordingError):
+        read_recording(junk)
+
+
+def test_replay_table_for_people():
+    run = blockradar("replay", str(FIXTURES / "asterisk/02-603plus-network-blocked.enriched.ami"))
+    assert run.returncode == 0
+    assert "603" in run.stdout and "Network Blocked" in run.stdout and "analytics_block" in run.stdout
+    assert run.stdout.splitlines()[0].split()[:3] == ["ENDED", "CALLER", "CALLEE"]
+
+
+def _config(tmp_path: Path, ami_port: int, esl_port: int) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        connectors:
+          - {{name: pbx1, type: asterisk, port: {ami_port}, username: rec, secret: rec-secret}}
+          - {{name: fs1, type: freeswitch, port: {esl_port}, password: rec-pass}}
+        """))
+    return path
+
+
+async def _wait_size(path: Path, size: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= size:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {size} bytes")
+
+
+async def test_record_ami_then_replay(tmp_path: Path):
+    fixture = (FIXTURES / "asterisk/02-603plus-network-blocked.enriched.ami").read_bytes()
+    stream = event_stream(fixture)
+    esl = EslTestServer(password="rec-pass").start()
+    try:
+        async with AmiServer(username="rec", secret="rec-secret", sessions=[Session(stream=stream)]) as ami:
+            config = _config(tmp_path, ami.port, esl.port)
+            out = tmp_path / "live.ami"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "blockradar", "record", "--config", str(config), "--connector", "pbx1",
+                "-o", str(out), stderr=asyncio.subprocess.PIPE)
+            await _wait_size(out, len(stream))
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 0, err
+    finally:
+        esl.stop()
+    data = out.read_bytes()
+    assert data.startswith(b"Asterisk Call Manager/") and stream in data
+    assert b"rec-secret" not in data and b"rec-secret" not in err
+    live = [(o.caller_number, o.callee_number, o.trunk, o.sip_code, o.sip_phrase) for o in read_recording(out).outcomes]
+    recorded = [(o.caller_number, o.callee_number, o.trunk, o.sip_code, o.sip_phrase)
+                for o in read_ami_recording(fixture).outcomes]
+    assert live == recorded == [("+15557654321", "+15551230002", "carrier", 603, "Network Blocked")]
+
+
+async def test_record_esl_then_replay(tmp_path: Path):
+    fixture_path = FIXTURES / "freeswitch/15-603plus-atis-analytics1.esl"
+    frames = load_event_frames(fixture_path, types=("text/event-plain",))
+    esl = EslTestServer(password="rec-pass", plain=frames).start()
+    try:
+        async with AmiServer(username="rec", secret="rec-secret") as ami:
+            config = _config(tmp_path, ami.port, esl.port)
+            out = tmp_path / "live.esl"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "blockradar", "record", "--config", str(config), "--connector", "fs1",
+                "-o", str(out), stderr=asyncio.subprocess.PIPE)
+            hangup = [f for f in frames if b"CHANNEL_HANGUP_COMPLETE" in f]
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (out.exists() and hangup[0] in out.read_bytes()):
+                await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 0, err
+    finally:
+        esl.stop()
+    assert b"rec-pass" not in out.read_bytes()[200:] and b"rec-pass" not in err
+    live = read_recording(out).outcomes
+    recorded = read_esl_recording(fixture_path.read_bytes()).outcomes
+    assert [(o.call_id, o.sip_code, o.reason) for o in live] == [(o.call_id, o.sip_code, o.reason) for o in recorded]
+    assert live[0].redress is not None and live[0].redress.url == "https://analytics.example.net/redress"
+
+
+def test_record_unknown_connector(tmp_path: Path):
+    config = _config(tmp_path, 1, 2)
+    run = blockradar("record", "--config", str(config), "--connector", "nope")
+    assert run.returncode == 2 and "no connector 'nope'" in run.stderr and "pbx1, fs1" in run.stderr

@@ -1,0 +1,89 @@
+"""The daemon config loader: ${VAR}, *_file secrets, defaults, masking, and the shipped example."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blockradar.config import ConfigError, load_config
+from blockradar.secret import Secret
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "blockradar.yaml"
+EXAMPLE_ENV = {"AMI_SECRET": "a-secret-1", "ESL_PASSWORD": "e-pass-2",
+               "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/XYZsecret", "SMTP_PASSWORD": "smtp-3",
+               "WEBHOOK_SECRET": "hmac-4"}
+
+
+def test_example_config_validates_and_builds_connectors():
+    loaded = load_config(EXAMPLE, env=EXAMPLE_ENV)
+    config = loaded.config
+    assert [c.name for c in config.connectors] == ["pbx1", "fs1"]
+    ami = config.connectors[0].to_runtime()
+    assert isinstance(ami.secret, Secret) and ami.secret.reveal() == "a-secret-1"
+    assert "a-secret-1" not in repr(ami) and "a-secret-1" not in repr(config)
+    fs = config.connectors[1].to_runtime()
+    assert fs.password.reveal() == "e-pass-2" and "e-pass-2" not in repr(fs)
+    assert config.rules == ["default", "carriers/twilio"]
+    assert [t.name for t in config.effective_thresholds()][:2] == ["number-603plus-or-608", "number-analytics-blocks"]
+    assert config.alerting.group_wait == 30 and config.alerting.repeat_interval == 4 * 3600
+    assert config.http is not None and (config.http.host, config.http.port) == ("127.0.0.1", 9464)
+
+
+def test_example_check_command_prints_no_secret():
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(EXAMPLE), "--check"],
+                         capture_output=True, text=True, timeout=60, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    assert "2 connector(s)" in run.stdout and "3 notifier(s)" in run.stdout
+    for secret in EXAMPLE_ENV.values():
+        assert secret not in run.stdout + run.stderr
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_env_defaults_and_dollar_escape(tmp_path: Path):
+    path = write(tmp_path, "store: '${STATE_DIR:-/var/tmp}/x$$y.db'\nrules: ['${RULES}']\n")
+    config = load_config(path, env={"RULES": "default"}).config
+    assert config.store == "/var/tmp/x$y.db" and config.rules == ["default"]
+
+
+def test_secret_file_relative_to_config(tmp_path: Path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "ami").write_text("from-a-file\n")
+    path = write(tmp_path, "connectors:\n  - {name: p, type: asterisk, username: u, secret_file: secrets/ami}\n")
+    connector = load_config(path, env={}).config.connectors[0]
+    assert connector.secret.get_secret_value() == "from-a-file"
+
+
+def test_secret_and_secret_file_together_is_an_error(tmp_path: Path):
+    path = write(tmp_path, "connectors:\n  - {name: p, type: asterisk, username: u, secret: x, secret_file: y}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "give either secret or secret_file" in str(err.value) and f"{path}:2:" in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("connectors:\n  - {name: a, type: asterisk, username: u, secret: s}\n"
+     "  - {name: a, type: freeswitch, password: p}\n", "connector names must be unique"),
+    ("connectors:\n  - {name: a, type: asterisk, username: u, secret: s, events: call}\n", "must include 'system'"),
+    ("http: {listen: nowhere}\n", "expected host:port"),
+    ("log_format: xml\n", "log_format"),
+])
+def test_semantic_errors(tmp_path: Path, text: str, words: str):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert words in str(err.value)
+    assert str(err.value).startswith(str(tmp_path / "c.yaml") + ":")
+
+
+def test_defaults_when_sections_are_omitted(tmp_path: Path):
+    config = load_config(write(tmp_path, "{}\n"), env={}).config
+    assert config.rules == ["default"] and config.connectors == [] and config.notifiers == []
+    assert len(config.effective_thresholds()) >= 5
+    assert config.store == "/var/lib/blockradar/state.db"

@@ -1,0 +1,45 @@
+"""Log output: human or JSON lines, and known secrets redacted whatever a library logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from blockradar.logs import setup_logging
+
+
+@pytest.fixture
+def restore_root():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_json_lines_and_redaction(restore_root):
+    stream = io.StringIO()
+    setup_logging("json", logging.INFO, stream=stream, secrets=["hunter2-secret", "https://hooks.example/T/B/X"])
+    log = logging.getLogger("panoramisk.manager")
+    log.info("Login: Username: br Secret: %s", "hunter2-secret")
+    try:
+        raise RuntimeError("posting to https://hooks.example/T/B/X failed")
+    except RuntimeError:
+        logging.getLogger("blockradar.outbox").exception("send failed")
+    logging.getLogger("panoramisk").debug("message interpreted: caller +15551234567")  # held at INFO
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [r["logger"] for r in records] == ["panoramisk.manager", "blockradar.outbox"]
+    assert records[0]["message"] == "Login: Username: br Secret: ********"
+    assert "hooks.example" not in json.dumps(records) and "********" in records[1]["exception"]
+    assert all(r["level"] in ("info", "error") and r["time"].endswith("Z") for r in records)
+
+
+def test_human_format(restore_root):
+    stream = io.StringIO()
+    setup_logging("human", logging.WARNING, stream=stream)
+    logging.getLogger("blockradar.daemon").warning("link %s down", "pbx1")
+    line = stream.getvalue().strip()
+    assert line.endswith("WARNING blockradar.daemon: link pbx1 down")
