@@ -27,7 +27,13 @@ def test_example_config_validates_and_builds_connectors():
     fs = config.connectors[1].to_runtime()
     assert fs.password.reveal() == "e-pass-2" and "e-pass-2" not in repr(fs)
     assert config.rules == ["default", "carriers/twilio"]
-    assert [t.name for t in config.effective_thresholds()][:2] == ["number-603plus-or-608", "number-analytics-blocks"]
+    from blockradar.thresholds import DEFAULT_THRESHOLDS
+
+    def shape(t):  # everything but the prose
+        return t.model_dump(exclude={"description"})
+
+    # the example spells out exactly the shipped defaults
+    assert [shape(t) for t in config.effective_thresholds()] == [shape(t) for t in DEFAULT_THRESHOLDS]
     assert config.alerting.group_wait == 30 and config.alerting.repeat_interval == 4 * 3600
     assert config.http is not None and (config.http.host, config.http.port) == ("127.0.0.1", 9464)
 
