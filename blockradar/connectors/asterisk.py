@@ -296,11 +296,7 @@ class AsteriskConnector:
     # -- supervisor ------------------------------------------------------------------------------
 
     def _set_state(self, state: LinkState, error: str | None = None) -> None:
-        if self._health.state != state:
-            self._health.state = state
-            self._health.state_since = self._clock.now()
-        if error is not None:
-            self._health.last_error = error
+        self._health.set_state(state, self._clock.now(), error)
 
     async def _supervise(self) -> None:
         delay = self.config.backoff_initial

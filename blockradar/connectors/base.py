@@ -51,6 +51,14 @@ class ConnectorHealth:
     last_error: str | None = None  # a short, secret-free description
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def set_state(self, state: LinkState, now: float, error: str | None = None) -> None:
+        """Move to ``state`` (``state_since`` changes only on a real change); keep ``error`` if given."""
+        if self.state != state:
+            self.state = state
+            self.state_since = now
+        if error is not None:
+            self.last_error = error
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = str(self.state)

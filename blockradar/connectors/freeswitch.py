@@ -451,11 +451,7 @@ class FreeswitchConnector:
     # -- link thread -----------------------------------------------------------------------------
 
     def _set_state(self, state: LinkState, error: str | None = None) -> None:
-        if self._health.state != state:
-            self._health.state = state
-            self._health.state_since = self._clock.now()
-        if error is not None:
-            self._health.last_error = error
+        self._health.set_state(state, self._clock.now(), error)
 
     def _thread_main(self) -> None:
         hub = gevent.get_hub()  # this thread's own hub and loop

@@ -11,10 +11,8 @@ are respected by truncation. 429 answers are retried after their ``Retry-After``
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, ClassVar, Literal
 
-import aiohttp
 from slack_sdk.models.blocks import (
     ContextBlock,
     DividerBlock,
@@ -29,11 +27,10 @@ from blockradar.notifiers.base import (
     AlertDict,
     Notification,
     NotifierConfig,
-    NotifyError,
     SecretValue,
     one_line,
-    parse_retry_after,
 )
+from blockradar.notifiers.http import HttpPoster
 from blockradar.secret import mask_url
 
 MAX_BLOCKS = 50
@@ -159,7 +156,8 @@ class SlackNotifier:
         self.config = config
         self.name = config.name or "slack"
         self.rate_per_s = config.rate_per_s or self.default_rate_per_s
-        self._session: aiohttp.ClientSession | None = None
+        # Slack answers 200 "ok" on success; anything else is an error, even another 2xx
+        self._http = HttpPoster("slack", config.timeout, accept=lambda status: status == 200)
 
     def describe(self) -> str:
         return f"{self.name}: slack {mask_url(self.config.webhook_url.reveal())}"
@@ -168,26 +166,8 @@ class SlackNotifier:
         return f"SlackNotifier({self.describe()!r})"
 
     async def send(self, notification: Notification) -> None:
-        payload = build_payload(notification)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
-        try:
-            async with self._session.post(self.config.webhook_url.reveal(), json=payload) as resp:
-                body = (await resp.text())[:200]
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except aiohttp.ClientError as exc:
-            raise NotifyError(f"slack: {type(exc).__name__} talking to {self.describe()}") from None
-        except TimeoutError:
-            raise NotifyError(f"slack: no answer within {self.config.timeout:g}s") from None
-        if status == 200:
-            return
-        reason = one_line(body, 80)
-        if status == 429:
-            raise NotifyError(f"slack: HTTP 429 rate limited ({reason})", retry=True,
-                              retry_after=parse_retry_after(retry_after, time.time()))
-        raise NotifyError(f"slack: HTTP {status} ({reason})", retry=status >= 500 or status == 408)
+        await self._http.post(self.config.webhook_url.reveal(), where=self.describe(),
+                              json=build_payload(notification))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()

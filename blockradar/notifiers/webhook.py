@@ -11,20 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from typing import Any, ClassVar, Literal
 
-import aiohttp
 from pydantic import Field
 
 from blockradar.notifiers.base import (
     Notification,
     NotifierConfig,
-    NotifyError,
     SecretValue,
-    one_line,
-    parse_retry_after,
 )
+from blockradar.notifiers.http import HttpPoster
 from blockradar.secret import mask_url
 
 SIGNATURE_HEADER = "X-Blockradar-Signature"
@@ -63,7 +59,7 @@ class WebhookNotifier:
         self.config = config
         self.name = config.name or "webhook"
         self.rate_per_s = config.rate_per_s or self.default_rate_per_s
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpPoster("webhook", config.timeout)
 
     def describe(self) -> str:
         signed = " (signed)" if self.config.secret else ""
@@ -82,24 +78,7 @@ class WebhookNotifier:
         }
         if self.config.secret:
             headers[SIGNATURE_HEADER] = sign(self.config.secret.reveal(), body)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout))
-        try:
-            async with self._session.post(self.config.url.reveal(), data=body, headers=headers) as resp:
-                status = resp.status
-                text = (await resp.text())[:200]
-                retry_after = resp.headers.get("Retry-After")
-        except aiohttp.ClientError as exc:
-            raise NotifyError(f"webhook: {type(exc).__name__} talking to {self.describe()}") from None
-        except TimeoutError:
-            raise NotifyError(f"webhook: no answer within {self.config.timeout:g}s") from None
-        if 200 <= status < 300:
-            return
-        reason = one_line(text, 80)
-        if status == 429:
-            raise NotifyError(f"webhook: HTTP 429 ({reason})", retry_after=parse_retry_after(retry_after, time.time()))
-        raise NotifyError(f"webhook: HTTP {status} ({reason})", retry=status >= 500 or status == 408)
+        await self._http.post(self.config.url.reveal(), where=self.describe(), data=body, headers=headers)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.aclose()
