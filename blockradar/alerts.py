@@ -477,7 +477,12 @@ class AlertLifecycle:
             group.notified_firing = frozenset(row["notified_firing"])
             group.notified_resolved = frozenset(row["notified_resolved"])
             self.groups[group.key] = group
-        self._restored = {row["fingerprint"]: row for row in self.store.load_alert_states(FIRING)}
+        rows = self.store.load_alert_states(FIRING)
+        # resolved and written, but killed before the group announced it: announce it after the restart
+        announced_firing = {fp for g in self.groups.values() for fp in g.notified_firing - g.notified_resolved}
+        rows += [row for row in self.store.load_alert_states(RESOLVED)
+                 if row["notified"] and row["fingerprint"] in announced_firing]
+        self._restored = {row["fingerprint"]: row for row in rows}
 
     def finish_restore(self, now: float) -> None:
         for fp, row in self._restored.items():
@@ -487,8 +492,8 @@ class AlertLifecycle:
             alert.fired_at = row.get("fired_at")
             alert.notified = bool(row.get("notified"))
             alert.state = RESOLVED
-            alert.resolved_at = now
-            snap.update(state=RESOLVED, resolved_at=iso(now), fingerprint=fp)
+            alert.resolved_at = row.get("resolved_at") or now
+            snap.update(state=RESOLVED, resolved_at=iso(alert.resolved_at), fingerprint=fp)
             alert.final = AlertDict(**snap)  # type: ignore[typeddict-item]
             group = self._group_for(alert, now)
             group.alerts.setdefault(fp, alert)
