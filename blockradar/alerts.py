@@ -217,6 +217,8 @@ class AlertLifecycle:
             alert.notified = alert.notified or alert.fingerprint in group.notified_firing
         group.alerts[alert.fingerprint] = alert
         alert.group = group
+        if self.store is None and (self.on_transition is None or not announce):
+            return  # nobody to hand a snapshot to: do not render one (group flushes render their own)
         snap = self.snapshot(alert)
         self._save(alert, snap)
         if announce and self.on_transition is not None:

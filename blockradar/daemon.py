@@ -152,6 +152,7 @@ class Daemon:
         try:
             assert self.pipeline is not None
             cls = self.pipeline.process(outcome)
+            self.pipeline.flush_due(self.clock.now())  # group_wait 0 means now, not at the next tick
             self._pending.append((outcome, cls))
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:

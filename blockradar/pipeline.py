@@ -46,8 +46,8 @@ ThresholdPlan = tuple[Threshold, dict[Any, Alert], tuple[int, ...], int, bool, f
 class ThresholdGroup:
     """Thresholds sharing a scope and a bucket size, and their WindowSet."""
 
-    __slots__ = ("cols_by_cat", "filtered_by_cat", "getter", "multi", "scope", "thresholds", "touched_by_cat",
-                 "untouched", "windows")
+    __slots__ = ("cols_by_cat", "filtered_by_cat", "getter", "horizon_s", "multi", "scope", "thresholds",
+                 "touched_by_cat", "untouched", "windows")
 
     def __init__(self, scope: tuple[str, ...], bucket_s: float, configs: list[tuple[int, ThresholdConfig]],
                  max_keys: int, late_tolerance_s: float) -> None:
@@ -65,6 +65,7 @@ class ThresholdGroup:
                 if sig not in signals:
                     signals.append(sig)
         columns = 1 + len(signals)
+        self.horizon_s = max(windows)  # evidence older than this is in no window of the group
         self.windows = WindowSet(bucket_s, windows, columns, max_keys=max_keys, late_tolerance_s=late_tolerance_s)
         cols: dict[str, list[int]] = {}
         filtered: dict[str, list[tuple[int, tuple[str, ...] | None, tuple[int, ...] | None]]] = {}
@@ -147,7 +148,7 @@ class Pipeline:
         self.groups = [ThresholdGroup(scope, bucket, items, max_keys, late_tolerance_s)
                        for (scope, bucket), items in by_group.items()]
         self._plan = [(g.getter, g.multi, g.cols_by_cat, g.filtered_by_cat, g.windows.add, g.touched_by_cat,
-                       g.untouched, g) for g in self.groups]
+                       g.untouched, g.horizon_s, g) for g in self.groups]
         self.notifications: deque[Notification] = deque(maxlen=keep_notifications)
         self.notifications_dropped = 0
         self._emit = emit or self._keep
@@ -180,7 +181,7 @@ class Pipeline:
         self.processed += 1
         category = cls.category
         lifecycle = self.lifecycle
-        for getter, multi, cols_by_cat, filtered_by_cat, add, touched_by_cat, untouched, group in self._plan:
+        for getter, multi, cols_by_cat, filtered_by_cat, add, touched_by_cat, untouched, horizon_s, group in self._plan:
             key = getter(outcome)
             if key is None or (multi and None in key):
                 continue
@@ -194,14 +195,20 @@ class Pipeline:
                 ev = kw.evidence
                 if ev is None:
                     kw.evidence = ev = []
-                elif len(ev) >= self.evidence_max:
-                    del ev[0]
+                else:
+                    if len(ev) >= self.evidence_max:
+                        del ev[0]
+                    while ev and ev[0][0] <= t - horizon_s:  # out of every window: dead weight
+                        del ev[0]
                 ev.append((t, category, cls.confidence, outcome.sip_code, outcome.sip_phrase, outcome.call_id,
                            outcome.callee_number, outcome.redress))
                 todo = touched_by_cat[category]
             elif kw.evidence is None:
                 continue  # nothing matching ever counted for this key: no threshold can fire or clear
             else:
+                ev = kw.evidence
+                while ev and ev[0][0] <= t - horizon_s:  # out of every window: dead weight
+                    del ev[0]
                 todo = untouched
             totals = kw.totals
             for th, active, offsets, attempts_at, is_rate, bound, min_attempts, resolve_bound in todo:
@@ -275,6 +282,16 @@ class Pipeline:
 
     def next_due(self) -> float | None:
         return self.lifecycle.next_due()
+
+    def flush_due(self, now: float) -> list[Notification]:
+        """Notify the alert groups whose timer is due at ``now``, and nothing else (no re-judging, no
+        eviction). For the outcome sink: an alert whose group is due (``group_wait: 0``, or a
+        ``group_wait`` that has run out) is notified with the outcome that fired it, not up to a
+        tick later. O(groups) when nothing is due."""
+        due = self.lifecycle.next_due()
+        if due is None or due > now:
+            return []
+        return self.lifecycle.tick(now)
 
     # -- health and restarts --------------------------------------------------------------------
     def connector_down(self, name: str) -> None:

@@ -24,6 +24,11 @@ from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, loa
 RULE_FORMAT_VERSION = 1
 DEFAULT_PACK = "default"
 FALLBACK_CATEGORY = "other"
+# The match keys whose outcome fields RuleSet.classify puts in its memo key. A new match key must be
+# added to the memo key and here (tests/test_classification.py checks this against conditions.PARSERS).
+MEMO_COVERS = frozenset({"sip_code", "sip_phrase", "reason", "q850_cause", "pbx_cause", "pbx", "trunk", "answered",
+                         "header", "redress"})
+MEMO_MAX = 4096  # distinct (code, phrase, reason, ...) combinations remembered by RuleSet.classify
 
 _FILE_KEYS = {"version", "name", "description", "categories", "rules"}
 _CATEGORY_KEYS = {"description", "severity", "analytics_block", "what_to_do"}
@@ -121,6 +126,7 @@ class RuleSet:
             fallback_category.analytics_block if fallback_category else False)
         no_code = tuple(r for r in self.rules if not any(isinstance(c, SipCode) for c in r.conditions))
         self._unusual_codes = no_code
+        self._memo: dict[tuple[Any, ...], Classification] = {}
         self._by_code: dict[int | None, tuple[Rule, ...]] = {
             code: tuple(r for r in self.rules if _may_match_code(r, code))
             for code in (None, *sorted(ALL_SIP_CODES))
@@ -131,7 +137,26 @@ class RuleSet:
         return found if found is not None else self._unusual_codes
 
     def classify(self, outcome: CallOutcome) -> Classification:
-        """The first matching rule's classification, or ``other``/low when none matches."""
+        """The first matching rule's classification, or ``other``/low when none matches.
+
+        Memoised on every field a condition can read (the match keys: sip_code, sip_phrase, reason,
+        q850_cause, pbx_cause, pbx, trunk, header, redress, answered), so the many outcomes that
+        differ only in numbers, ids and times are classified once. Bounded: cleared when full."""
+        r = outcome.redress
+        key = (outcome.sip_code, outcome.sip_phrase, outcome.reason, outcome.q850_cause, outcome.pbx_cause,
+               outcome.pbx, outcome.trunk, outcome.answered,
+               tuple(outcome.headers.items()) if outcome.headers else None,
+               None if r is None else (r.source, r.conformant))
+        memo = self._memo
+        found = memo.get(key)
+        if found is None:
+            found = self._classify(outcome)
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[key] = found
+        return found
+
+    def _classify(self, outcome: CallOutcome) -> Classification:
         for rule in self.candidates(outcome.sip_code):
             for condition in rule.conditions:
                 if not condition.test(outcome):

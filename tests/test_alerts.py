@@ -308,3 +308,21 @@ def test_transitions_give_replay_events_on_the_recordings_clock(rules):
     assert [(e["state"], e["at"]) for e in events] == [("firing", "2023-11-14T22:13:20.000Z"),
                                                        ("resolved", "2023-11-14T22:25:00.000Z")]  # the tick that saw it
     assert events[0]["scope"] == {"caller_number": "+15557650003"} and events[0]["redress"]
+
+
+def test_flush_due_notifies_with_the_outcome_when_group_wait_is_zero(rules):
+    p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait="0s"))
+    assert p.flush_due(T0) == []  # nothing due
+    p.process(blocked(T0))
+    (note,) = p.flush_due(T0)
+    assert note.status == "firing" and note.alerts[0]["scope"] == {"caller_number": "+15557650003"}
+    p.process(blocked(T0 + 1))
+    assert p.flush_due(T0 + 1) == []  # already notified: nothing new until group_interval / repeat
+
+
+def test_evidence_is_dropped_once_out_of_every_window(rules):
+    p = Pipeline(rules, strong_only(window="10m"))
+    for i in range(200):  # a blocked call every 5 minutes on the same number: 1000 minutes
+        p.process(blocked(T0 + i * 300))
+    kw = p.groups[0].windows.get("+15557650003")
+    assert kw is not None and 1 <= len(kw.evidence) <= 2  # only what the 10 m window still holds

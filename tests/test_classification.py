@@ -167,3 +167,38 @@ def test_any_code_any_phrase_classifies(default_rules, code, phrase, reason, q85
                                             answered=answered))
     assert result.category in default_rules.categories
     assert result.confidence in ("high", "medium", "low")
+
+
+def test_memo_covers_every_match_key():
+    from blockradar.conditions import MATCH_KEYS
+    from blockradar.ruleset import MEMO_COVERS
+
+    assert set(MATCH_KEYS) == MEMO_COVERS
+
+
+def test_memo_agrees_with_the_uncached_path_on_every_fixture(default_rules, twilio_rules):
+    from pathlib import Path
+
+    from blockradar.recordings import read_recording
+
+    fixtures = Path(__file__).parent / "fixtures"
+    outcomes = [o for path in sorted(fixtures.glob("*/*.ami")) + sorted(fixtures.glob("freeswitch/*.esl"))
+                for o in read_recording(path).outcomes]
+    assert len(outcomes) >= 85  # every single-call fixture, AMI plain + enriched and every ESL pass
+    for ruleset in (default_rules, twilio_rules):
+        for outcome in outcomes:
+            for variant in (outcome, outcome.replace(trunk="other"), outcome.replace(headers={"X-Twilio-Error": "1"})):
+                assert ruleset.classify(variant) == ruleset._classify(variant)
+                assert ruleset.classify(variant) == ruleset._classify(variant)  # second time: from the memo
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.one_of(st.none(), st.integers(100, 699)),
+       phrase=st.sampled_from([None, "Network Blocked", "Decline", "Forbidden - Suspected Spam", "Stale Date"]),
+       reason=st.sampled_from([None, ATIS, "Q.850;cause=21", "SIP;cause=607", 'SIP;cause=603;text="x"']),
+       call_info=st.sampled_from([None, JWSCARD]), answered=st.booleans(),
+       header=st.sampled_from([None, {"X-Twilio-Error": "32203"}]), trunk=st.sampled_from([None, "a", "b"]))
+def test_memo_agrees_with_the_uncached_path(twilio_rules, code, phrase, reason, call_info, answered, header, trunk):
+    o = outcome(sip_code=code, sip_phrase=phrase, reason=reason, call_info=call_info, answered=answered,
+                headers=header or {}, trunk=trunk)
+    assert twilio_rules.classify(o) == twilio_rules._classify(o)

@@ -1,0 +1,140 @@
+"""``python -m bench [--quick] [--json-only]``: every figure of issue 7, side by side with its baseline.
+
+Progress goes to stderr; stdout gets the table (unless ``--json-only``) and, as its last line, one
+JSON object with every figure, the environment and the PASS/FAIL of each target. The exit status
+is 0 when every target passes, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench import ami, engine, esl, latency, memory
+from bench.report import environment, json_line, judge, median, table
+from bench.streams import ami_stream, esl_stream
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    repeats: int
+    ami_calls: int
+    esl_calls: int
+    engine_steady: int
+    memory_total: int
+    memory_numbers: int
+    latency_s: float
+    latency_ticker_s: float
+
+
+# --quick keeps the full memory figure (100k -> 1M, ~20 s: a scaled-down one hides the growth) and
+# the engine's length (live alerts accumulate with it, so a shorter run would flatter the rate); it
+# has smaller streams, fewer repetitions and no 1 s-ticker latency comparison.
+QUICK = Sizes(repeats=3, ami_calls=1000, esl_calls=1200, engine_steady=300_000, memory_total=1_000_000,
+              memory_numbers=100_000, latency_s=4.0, latency_ticker_s=0.0)
+FULL = Sizes(repeats=5, ami_calls=4000, esl_calls=4000, engine_steady=300_000, memory_total=1_000_000,
+             memory_numbers=100_000, latency_s=20.0, latency_ticker_s=10.0)
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Median of the per-repetition ratios (each pair ran back to back, under the same noise)."""
+    return median([a / b for a, b in zip(ours, theirs, strict=True) if b > 0])
+
+
+def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {"quick": quick, "repeats": sizes.repeats}
+    started = time.monotonic()
+
+    progress(f"building the AMI stream ({sizes.ami_calls} calls)")
+    stream = ami_stream(sizes.ami_calls)
+    rates = ami.measure(stream, sizes.repeats, progress)
+    result.update(
+        ami_events_per_s=median(rates["blockradar"]),
+        panoramisk_events_per_s=median(rates["panoramisk"]),
+        ami_vs_panoramisk=paired_ratio(rates["blockradar"], rates["panoramisk"]),
+        ami_events=stream.events,
+        ami_events_per_call=stream.events / stream.calls,
+        ami_bytes_per_event=len(stream.data) / stream.events,
+    )
+    del stream
+
+    progress(f"building the ESL stream ({sizes.esl_calls} calls)")
+    stream = esl_stream(sizes.esl_calls)
+    rates = esl.measure(stream, sizes.repeats, progress)
+    result.update(
+        esl_events_per_s=median(rates["blockradar"]),
+        greenswitch_events_per_s=median(rates["greenswitch"]),
+        esl_vs_greenswitch=paired_ratio(rates["blockradar"], rates["greenswitch"]),
+        esl_events=stream.events,
+        esl_bytes_per_event=len(stream.data) / stream.events,
+    )
+    del stream
+
+    progress(f"engine: 100k numbers, {sizes.engine_steady:,} steady outcomes")
+    eng = engine.measure(sizes.engine_steady, sizes.repeats, progress)
+    result.update(
+        engine_outcomes_per_s=median(eng["steady"]),
+        engine_cold_outcomes_per_s=median(eng["cold"]),
+        engine_tick_ms=median(eng["tick_ms"]),
+        engine_alerts_live=eng["alerts_live"],
+    )
+
+    progress(f"memory: {sizes.memory_total:,} outcomes over {sizes.memory_numbers:,} numbers (fresh process)")
+    mem = memory.measure(sizes.memory_total, sizes.memory_numbers)
+    result.update(
+        rss_growth_100k_to_1m=mem["rss_growth"],
+        bytes_per_key=mem["bytes_per_key"],
+        rss_at_numbers_mb=mem["rss_at_numbers"] / 1e6,
+        rss_at_total_mb=mem["rss_at_total"] / 1e6,
+        memory_outcomes=mem["outcomes"],
+        memory_numbers=mem["numbers"],
+        memory_alerts_live=mem["alerts_live_at_total"],
+    )
+    progress(f"memory: growth {mem['rss_growth']:.3f}, {mem['bytes_per_key']:.0f} B/key")
+
+    lat = latency.measure(sizes.latency_s, progress)
+    result.update(
+        alert_latency_p99_ms=lat["p99_ms"],
+        alert_latency_p50_ms=lat["p50_ms"],
+        alert_latency_max_ms=lat["max_ms"],
+        alert_latency_samples=lat["alerts_received"],
+        alert_latency_expected=lat["alerts_expected"],
+    )
+    if sizes.latency_ticker_s > 0:
+        lat = latency.measure(sizes.latency_ticker_s, progress, flush_when_due=False)
+        result.update(
+            alert_latency_p99_ms_1s_ticker=lat["p99_ms"],
+            alert_latency_p50_ms_1s_ticker=lat["p50_ms"],
+        )
+
+    result.update(environment())
+    result["targets"] = judge(result)
+    result["all_pass"] = all(v == "PASS" for v in result["targets"].values())
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 repetitions: under a minute")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line on stdout")
+    args = parser.parse_args(argv)
+    result = run(QUICK if args.quick else FULL, args.quick)
+    if not args.json_only:
+        print(table(result))
+        print()
+    print(json_line(result))
+    sys.stdout.flush()
+    return 0 if result["all_pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
