@@ -27,16 +27,15 @@ class Sizes:
     memory_total: int
     memory_numbers: int
     latency_s: float
-    latency_ticker_s: float
 
 
 # --quick keeps the full memory figure (100k -> 1M, ~20 s: a scaled-down one hides the growth) and
 # the engine's length (live alerts accumulate with it, so a shorter run would flatter the rate); it
-# has smaller streams, fewer repetitions and no 1 s-ticker latency comparison.
+# has smaller streams and fewer repetitions.
 QUICK = Sizes(repeats=3, ami_calls=1000, esl_calls=1200, engine_steady=300_000, memory_total=1_000_000,
-              memory_numbers=100_000, latency_s=4.0, latency_ticker_s=0.0)
+              memory_numbers=100_000, latency_s=4.0)
 FULL = Sizes(repeats=5, ami_calls=4000, esl_calls=4000, engine_steady=300_000, memory_total=1_000_000,
-             memory_numbers=100_000, latency_s=20.0, latency_ticker_s=10.0)
+             memory_numbers=100_000, latency_s=20.0)
 
 
 def progress(message: str) -> None:
@@ -108,13 +107,6 @@ def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
         alert_latency_samples=lat["alerts_received"],
         alert_latency_expected=lat["alerts_expected"],
     )
-    if sizes.latency_ticker_s > 0:
-        lat = latency.measure(sizes.latency_ticker_s, progress, flush_when_due=False)
-        result.update(
-            alert_latency_p99_ms_1s_ticker=lat["p99_ms"],
-            alert_latency_p50_ms_1s_ticker=lat["p50_ms"],
-        )
-
     result.update(environment())
     result["targets"] = judge(result)
     result["all_pass"] = all(v == "PASS" for v in result["targets"].values())

@@ -126,10 +126,6 @@ def table(result: dict[str, Any]) -> str:
          "p50 " + _fmt(result.get("alert_latency_p50_ms"), " ms"), _fmt(result.get("alert_latency_p99_ms"), " ms"),
          "<= 100 ms", verdict.get("alert_latency_p99_ms", "")),
     ]
-    if result.get("alert_latency_p99_ms_1s_ticker") is not None:
-        rows.append(("  same, due groups left to the 1 s ticker", _fmt(result.get("alert_latency_p99_ms_1s_ticker"),
-                                                                        " ms"),
-                     "p50 " + _fmt(result.get("alert_latency_p50_ms_1s_ticker"), " ms"), "", "(info)", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = []
     for n, row in enumerate(rows):

@@ -282,7 +282,17 @@ class AlertLifecycle:
         self.down_connectors.add(name)
 
     def connector_up(self, name: str) -> None:
+        """Release the alerts held for this connector: a group that was looked at while they were held
+        is due again when they would have been (fired + group_wait), not a whole group_interval later."""
+        if name not in self.down_connectors:
+            return
         self.down_connectors.discard(name)
+        wait = self.config.group_wait
+        for group in self.groups.values():
+            due = [(a.fired_at if a.fired_at is not None else a.started_at) + wait
+                   for a in group.alerts.values() if a.labels.get("connector") == name]
+            if due:
+                group.next_flush = min(group.next_flush, min(due))
 
     def inhibited(self, alert: Alert) -> bool:
         return bool(self.down_connectors) and alert.labels.get("connector") in self.down_connectors

@@ -150,7 +150,12 @@ class Daemon:
     def _sink(self, outcome: CallOutcome) -> None:
         """Called by the connectors in the loop thread, once per outcome; never raises."""
         try:
-            assert self.pipeline is not None
+            assert self.pipeline is not None and self.selfhealth is not None
+            if outcome.connector in self.pipeline.lifecycle.down_connectors:
+                # data is flowing: look at that link now rather than at the next tick, so its alerts are
+                # not held (inhibited) for up to a second after it (re)connects
+                now = self.clock.now()
+                self.selfhealth.observe([c.health() for c in self.connectors if c.name == outcome.connector], now)
             cls = self.pipeline.process(outcome)
             self.pipeline.flush_due(self.clock.now())  # group_wait 0 means now, not at the next tick
             self._pending.append((outcome, cls))

@@ -326,3 +326,24 @@ def test_evidence_is_dropped_once_out_of_every_window(rules):
         p.process(blocked(T0 + i * 300))
     kw = p.groups[0].windows.get("+15557650003")
     assert kw is not None and 1 <= len(kw.evidence) <= 2  # only what the 10 m window still holds
+
+
+def test_alerts_held_while_a_link_was_down_go_out_when_it_is_back(rules):
+    """A group looked at while its alerts were held must not wait a whole group_interval once the
+    link is back: it is due again at fired_at + group_wait (here: at once)."""
+    p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait="0s", group_interval="5m"))
+    p.connector_down("pbx1")
+    p.process(blocked(T0))
+    assert p.flush_due(T0) == []  # held: the PBX link is down
+    p.connector_up("pbx1")
+    (note,) = p.flush_due(T0 + 1)
+    assert note.status == "firing"
+
+
+def test_release_still_respects_group_wait(rules):
+    p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait="30s", group_interval="5m"))
+    p.connector_down("pbx1")
+    p.process(blocked(T0))
+    p.connector_up("pbx1")
+    assert p.flush_due(T0 + 1) == []
+    assert [n.status for n in p.flush_due(T0 + 30)] == ["firing"]
