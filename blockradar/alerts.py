@@ -160,6 +160,10 @@ class AlertLifecycle:
         self.notifications = 0
         self._restored: dict[str, dict[str, Any]] = {}
         self._dirty: dict[str, tuple[Alert, AlertDict | None]] = {}
+        # earliest group timer: kept exact when a group is created, recomputed (None) only after
+        # something moved or removed a timer, so next_due() is O(1) per outcome in the daemon's sink
+        self._next_due: float | None = None
+        self._next_due_stale = False
         if store is not None:
             self.reload_silences(now=0.0)
 
@@ -244,6 +248,8 @@ class AlertLifecycle:
         if group is None:
             group = AlertGroup(key, labels, t + self.config.group_wait)
             self.groups[key] = group
+            if not self._next_due_stale and (self._next_due is None or group.next_flush < self._next_due):
+                self._next_due = group.next_flush
         return group
 
     def active_alerts(self) -> list[Alert]:
@@ -293,6 +299,7 @@ class AlertLifecycle:
                    for a in group.alerts.values() if a.labels.get("connector") == name]
             if due:
                 group.next_flush = min(group.next_flush, min(due))
+                self._next_due_stale = True
 
     def inhibited(self, alert: Alert) -> bool:
         return bool(self.down_connectors) and alert.labels.get("connector") in self.down_connectors
@@ -307,6 +314,7 @@ class AlertLifecycle:
                     notification = self._flush(group, now)
                     if notification is not None:
                         sent.append(notification)
+            self._next_due_stale = True
             return sent
         with self.store.batch():
             self.flush_state()
@@ -316,6 +324,7 @@ class AlertLifecycle:
                     if notification is not None:
                         sent.append(notification)
             self.flush_state()
+        self._next_due_stale = True
         return sent
 
     def _flush(self, group: AlertGroup, now: float) -> Notification | None:
@@ -366,6 +375,7 @@ class AlertLifecycle:
                     self._dirty.pop(fp, None)
                     self.store.delete_alert_state(fp)
         group.next_flush = now + cfg.group_interval
+        self._next_due_stale = True
         if not group.alerts:
             del self.groups[group.key]
             if self.store is not None:
@@ -379,7 +389,10 @@ class AlertLifecycle:
 
     def next_due(self) -> float | None:
         """When the next group timer is due (for a daemon that sleeps until then)."""
-        return min((g.next_flush for g in self.groups.values()), default=None)
+        if self._next_due_stale:
+            self._next_due = min((g.next_flush for g in self.groups.values()), default=None)
+            self._next_due_stale = False
+        return self._next_due
 
     # -- content ----------------------------------------------------------------------------------
     def snapshot(self, alert: Alert) -> AlertDict:
@@ -489,6 +502,7 @@ class AlertLifecycle:
             group.notified_firing = frozenset(row["notified_firing"])
             group.notified_resolved = frozenset(row["notified_resolved"])
             self.groups[group.key] = group
+            self._next_due_stale = True
         rows = self.store.load_alert_states(FIRING)
         # resolved and written, but killed before the group announced it: announce it after the restart
         announced_firing = {fp for g in self.groups.values() for fp in g.notified_firing - g.notified_resolved}
@@ -513,6 +527,7 @@ class AlertLifecycle:
         self._restored = {}
         for group in self.groups.values():  # restored groups: look at them at the next tick
             group.next_flush = min(group.next_flush, now)
+        self._next_due_stale = True
         for key in [k for k, g in self.groups.items() if not g.alerts]:
             del self.groups[key]
             if self.store is not None:

@@ -347,3 +347,31 @@ def test_release_still_respects_group_wait(rules):
     p.connector_up("pbx1")
     assert p.flush_due(T0 + 1) == []
     assert [n.status for n in p.flush_due(T0 + 30)] == ["firing"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_next_due_cache_always_equals_the_earliest_group_timer(rules, seed):
+    import random
+
+    rng = random.Random(seed)
+    p = Pipeline(rules, strong_only(window="2m"),
+                 alerting=AlertingConfig(group_wait="10s", group_interval="30s", group_by=["threshold",
+                                                                                           "caller_number"]))
+    t = T0
+    for _ in range(400):
+        t += rng.uniform(0, 8)
+        step = rng.random()
+        if step < 0.6:
+            p.process(blocked(t, number=f"+1555000{rng.randrange(40):04d}", connector=rng.choice(["pbx1", "pbx2"])))
+        elif step < 0.75:
+            p.flush_due(t)
+        elif step < 0.85:
+            p.tick(t)
+        elif step < 0.93:
+            p.connector_down(rng.choice(["pbx1", "pbx2"]))
+        else:
+            p.connector_up(rng.choice(["pbx1", "pbx2"]))
+        brute = min((g.next_flush for g in p.lifecycle.groups.values()), default=None)
+        cached = p.lifecycle.next_due()
+        assert cached == brute or (cached is not None and brute is not None and cached <= brute)
+        assert (cached is None) == (brute is None) or cached is not None  # never "nothing due" by mistake
