@@ -13,11 +13,30 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 AMI_BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+
+
+async def _listen(serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                  host: str, port: int) -> tuple[asyncio.base_events.Server, int]:
+    """A TCP server on host:port (0: any free port); returns it and the port it got."""
+    server = await asyncio.start_server(serve, host, port)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _shut(server: asyncio.base_events.Server | None, writers: list[asyncio.StreamWriter]) -> None:
+    """Stop listening, drop every client, wait (bounded) for the server to close."""
+    if server is None:
+        return
+    server.close()
+    for writer in writers:
+        writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 2)
 
 
 @dataclass
@@ -38,17 +57,10 @@ class AmiEmulator:
     _server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await _listen(self._serve, self.host, self.port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for client in list(self.clients):
-            client.writer.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        await _shut(self._server, [client.writer for client in self.clients])
 
     def push(self, frames: list[bytes]) -> int:
         """Send event frames (each ending CRLFCRLF) to every logged-in client; returns the client count."""
@@ -120,20 +132,13 @@ class EslEmulator:
     _heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await _listen(self._serve, self.host, self.port)
         self._heartbeat = asyncio.create_task(self._beat())
 
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        if self._server is not None:
-            self._server.close()
-        for client in list(self.clients):
-            client.writer.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        await _shut(self._server, [client.writer for client in self.clients])
 
     def push(self, bodies: list[tuple[str, bytes]]) -> int:
         """Send (Event-Name, plain body) events to every subscribed client; returns the client count."""
