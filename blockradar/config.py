@@ -22,7 +22,7 @@ from blockradar.alerts import AlertingConfig
 from blockradar.durations import parse_duration
 from blockradar.secret import Secret
 from blockradar.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
-from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, format_path, load_yaml
+from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, load_yaml
 
 SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token"})
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -340,6 +340,3 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Loade
     config = parse_config(doc, env, Path(path).resolve().parent)
     return LoadedConfig(str(path), config, doc)
 
-
-def describe_problem_path(path: KeyPath) -> str:
-    return format_path(path)

@@ -30,7 +30,7 @@ from blockradar.alerts import Alert
 from blockradar.classification import Classification
 from blockradar.clock import Clock, SystemClock
 from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_config
-from blockradar.connectors.base import Connector, ConnectorHealth
+from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.metrics import HealthCollector, Metrics
 from blockradar.notifiers import build_notifiers
 from blockradar.notifiers.base import AlertDict, Notification, Notifier
@@ -91,7 +91,6 @@ class Daemon:
         self._pending: list[tuple[CallOutcome, Classification]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._last_prune = 0.0
-        self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------------------------------ start
 
@@ -244,11 +243,10 @@ class Daemon:
         self.config = self.config.model_copy(update={"rules": loaded.config.rules,
                                                      "thresholds": loaded.config.thresholds,
                                                      "alerting": loaded.config.alerting})
-        old = self.pipeline
         pipeline = self._build_pipeline(ruleset, thresholds, self.store)
         pipeline.rebuild(self.store.iter_outcomes(now - max((t.window for t in thresholds), default=3600.0)), now)
         for connector in self.connectors:
-            if old is not None and not self._connected(connector):
+            if connector.health().state != LinkState.CONNECTED:
                 pipeline.connector_down(connector.name)
         self.pipeline, self.ruleset = pipeline, ruleset
         self.metrics.rules_loaded.set(len(ruleset.rules))
@@ -257,12 +255,6 @@ class Daemon:
         self.selfhealth.reload_ok(now)
         log.info("reloaded: %d rules, %d thresholds", len(ruleset.rules), len(thresholds))
         return True
-
-    @staticmethod
-    def _connected(connector: Connector) -> bool:
-        from blockradar.connectors.base import LinkState
-
-        return connector.health().state == LinkState.CONNECTED
 
     # ----------------------------------------------------------------------------------- stop
 
@@ -288,7 +280,6 @@ class Daemon:
             await self.http.close()
         if self.store is not None:
             self.store.close()
-        self._stopped.set()
         return drained
 
     # ---------------------------------------------------------------------------------- health
@@ -307,8 +298,6 @@ class Daemon:
         connectors = []
         ok = True
         for health in self.healths():
-            from blockradar.connectors.base import LinkState
-
             up = health.state == LinkState.CONNECTED
             ok = ok and up
             connectors.append({

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -60,7 +61,7 @@ async def serve(loaded: LoadedConfig) -> int:
         await daemon.stop(flush_s=0)
         return 2
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
-    log.info("blockradar running (pid %d); SIGHUP reloads rules and thresholds, SIGTERM stops", _pid())
+    log.info("blockradar running (pid %d); SIGHUP reloads rules and thresholds, SIGTERM stops", os.getpid())
     await stop.wait()
     log.info("stopping: closing connectors, flushing the outbox")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -69,12 +70,6 @@ async def serve(loaded: LoadedConfig) -> int:
     drained = await daemon.stop()
     log.info("stopped%s", "" if drained else " (outbox not empty: it is kept for the next start)")
     return 0
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 @click.command()

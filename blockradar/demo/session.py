@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -274,6 +273,3 @@ def _scope(snapshot: AlertDict) -> str:
 
 def run_demo(**kwargs: Any) -> dict[str, Any]:
     return asyncio.run(DemoSession(**kwargs).run())
-
-
-DemoRunner = Callable[..., dict[str, Any]]
