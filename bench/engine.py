@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.outcomes import outcome_cycle, scenario_templates
-from blockradar.alerts import AlertingConfig
+from blockradar.alerting.lifecycle import AlertingConfig
+from blockradar.detect.pipeline import Classifier, Pipeline
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Classifier, Pipeline
 from blockradar.ruleset import load_ruleset
 
 NUMBERS = 100_000

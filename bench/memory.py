@@ -44,10 +44,10 @@ def rss_bytes() -> int:
 
 
 def _child(total: int, numbers: int) -> dict[str, Any]:
-    from blockradar.alerts import AlertingConfig
-    from blockradar.pipeline import Pipeline
+    from blockradar.alerting.lifecycle import AlertingConfig
+    from blockradar.detect.pipeline import Pipeline
+    from blockradar.detect.thresholds import DEFAULT_THRESHOLDS
     from blockradar.ruleset import load_ruleset
-    from blockradar.thresholds import DEFAULT_THRESHOLDS
 
     pipeline = Pipeline(load_ruleset(), alerting=AlertingConfig(), emit=lambda notification: None)
     longest = max(t.window for t in DEFAULT_THRESHOLDS)

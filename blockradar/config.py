@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from blockradar.alerts import AlertingConfig
+from blockradar.alerting.lifecycle import AlertingConfig
+from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
 from blockradar.durations import parse_duration
 from blockradar.secret import Secret
-from blockradar.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
 from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, load_yaml
 
 SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token"})
@@ -312,14 +312,14 @@ def parse_config(doc: YamlDocument, env: Mapping[str, str] | None = None,
 
 def validate_notifiers(entries: list[dict[str, Any]], doc: YamlDocument) -> list[Problem]:
     """Each ``notifiers:`` entry against its notifier's own config model."""
-    from blockradar.notifiers import notifier_config_model
+    from blockradar.alerting.notifiers import notifier_config_model
 
     problems: list[Problem] = []
     for index, entry in enumerate(entries):
         kind = entry.get("type")
         model = notifier_config_model(kind) if isinstance(kind, str) else None
         if model is None:
-            from blockradar.notifiers import NOTIFIER_TYPES
+            from blockradar.alerting.notifiers import NOTIFIER_TYPES
 
             problems.append(doc.problem(("notifiers", index, "type") if "type" in entry else ("notifiers", index),
                                         f"type must be one of {sorted(NOTIFIER_TYPES)}"))

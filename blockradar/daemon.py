@@ -26,21 +26,21 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from blockradar.alerts import Alert
+from blockradar.alerting.lifecycle import Alert
+from blockradar.alerting.notifiers import build_notifiers
+from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier
+from blockradar.alerting.outbox import Outbox
+from blockradar.alerting.selfhealth import SelfHealth
 from blockradar.classification import Classification
 from blockradar.clock import Clock, SystemClock
 from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_config
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
+from blockradar.detect.pipeline import Pipeline
+from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.metrics import HealthCollector, Metrics
-from blockradar.notifiers import build_notifiers
-from blockradar.notifiers.base import AlertDict, Notification, Notifier
-from blockradar.outbox import Outbox
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Pipeline
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
-from blockradar.selfhealth import SelfHealth
 from blockradar.store import Store
-from blockradar.thresholds import ThresholdConfig
 from blockradar.web import HttpServer, build_app
 
 log = logging.getLogger(__name__)

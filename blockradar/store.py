@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blockradar.alerting.silences import Matcher, Silence
 from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
-from blockradar.silences import Matcher, Silence
 
 SCHEMA_VERSION = 1
 

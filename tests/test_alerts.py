@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from blockradar.alerts import AlertingConfig
+from blockradar.alerting.lifecycle import AlertingConfig
+from blockradar.alerting.silences import Matcher, Silence
 from blockradar.clock import ManualClock
+from blockradar.detect.pipeline import Pipeline
+from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Pipeline
 from blockradar.ruleset import load_ruleset
-from blockradar.silences import Matcher, Silence
 from blockradar.store import Store
-from blockradar.thresholds import ThresholdConfig
 
 T0 = 1_700_000_000.0
 REASON = 'SIP;cause=603;text="v=analytics1;url=https://redress.example.com/r;tel=+18005550100";location=LN'
@@ -299,7 +299,7 @@ def test_outcomes_without_a_usable_time_never_crash(rules, bad):
 
 
 def test_transitions_give_replay_events_on_the_recordings_clock(rules):
-    from blockradar.alerts import alert_event
+    from blockradar.alerting.lifecycle import alert_event
 
     events = []
     p = Pipeline(rules, strong_only(), on_transition=lambda alert, snap: events.append(alert_event(snap)))

@@ -10,16 +10,16 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 
-from blockradar.alerts import AlertingConfig
+from blockradar.alerting.lifecycle import AlertingConfig
+from blockradar.alerting.notifiers import build_notifiers
+from blockradar.alerting.outbox import Outbox, OutboxConfig
+from blockradar.alerting.silences import Matcher, Silence
 from blockradar.clock import ManualClock
-from blockradar.notifiers import build_notifiers
-from blockradar.outbox import Outbox, OutboxConfig
+from blockradar.detect.pipeline import Pipeline
+from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Pipeline
 from blockradar.ruleset import load_ruleset
-from blockradar.silences import Matcher, Silence
 from blockradar.store import Store
-from blockradar.thresholds import ThresholdConfig
 from tests.servers.http_sink import HttpSink
 from tests.test_notifiers_email import Recorder, authenticator, free_port, server_context
 

@@ -27,7 +27,7 @@ def test_example_config_validates_and_builds_connectors():
     fs = config.connectors[1].to_runtime()
     assert fs.password.reveal() == "e-pass-2" and "e-pass-2" not in repr(fs)
     assert config.rules == ["default", "carriers/twilio"]
-    from blockradar.thresholds import DEFAULT_THRESHOLDS
+    from blockradar.detect.thresholds import DEFAULT_THRESHOLDS
 
     def shape(t):  # everything but the prose
         return t.model_dump(exclude={"description"})

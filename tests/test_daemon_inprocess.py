@@ -8,9 +8,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from blockradar.alerting.notifiers.base import Notification
 from blockradar.config import load_config
 from blockradar.daemon import Daemon
-from blockradar.notifiers.base import Notification
 from tests.servers.ami_server import AmiServer
 
 

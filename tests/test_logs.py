@@ -28,10 +28,10 @@ def test_json_lines_and_redaction(restore_root):
     try:
         raise RuntimeError("posting to https://hooks.example/T/B/X failed")
     except RuntimeError:
-        logging.getLogger("blockradar.outbox").exception("send failed")
+        logging.getLogger("blockradar.alerting.outbox").exception("send failed")
     logging.getLogger("panoramisk").debug("message interpreted: caller +15551234567")  # held at INFO
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [r["logger"] for r in records] == ["panoramisk.manager", "blockradar.outbox"]
+    assert [r["logger"] for r in records] == ["panoramisk.manager", "blockradar.alerting.outbox"]
     assert records[0]["message"] == "Login: Username: br Secret: ********"
     assert "hooks.example" not in json.dumps(records) and "********" in records[1]["exception"]
     assert all(r["level"] in ("info", "error") and r["time"].endswith("Z") for r in records)

@@ -12,9 +12,9 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from blockradar.notifiers import build_notifier
-from blockradar.notifiers.base import Notification, NotifyError
-from blockradar.notifiers.email import build_message
+from blockradar.alerting.notifiers import build_notifier
+from blockradar.alerting.notifiers.base import Notification, NotifyError
+from blockradar.alerting.notifiers.email import build_message
 
 T0 = 1_700_000_000.0
 

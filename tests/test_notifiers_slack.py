@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from blockradar.alerts import AlertingConfig
-from blockradar.notifiers import build_notifier
-from blockradar.notifiers.base import Notification, NotifyError
-from blockradar.notifiers.slack import build_payload, mrkdwn_escape, safe_link
+from blockradar.alerting.lifecycle import AlertingConfig
+from blockradar.alerting.notifiers import build_notifier
+from blockradar.alerting.notifiers.base import Notification, NotifyError
+from blockradar.alerting.notifiers.slack import build_payload, mrkdwn_escape, safe_link
+from blockradar.detect.pipeline import Pipeline
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Pipeline
 from blockradar.ruleset import load_ruleset
 from tests.servers.http_sink import HttpSink, Reply, slack_payload_problems
 

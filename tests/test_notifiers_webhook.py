@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from blockradar.notifiers import build_notifier, build_notifiers
-from blockradar.notifiers.base import Notification, NotifyError
-from blockradar.notifiers.console import ConsoleNotifier
-from blockradar.notifiers.webhook import EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from blockradar.alerting.notifiers import build_notifier, build_notifiers
+from blockradar.alerting.notifiers.base import Notification, NotifyError
+from blockradar.alerting.notifiers.console import ConsoleNotifier
+from blockradar.alerting.notifiers.webhook import EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 from tests.servers.http_sink import HttpSink, Reply
 
 T0 = 1_700_000_000.0

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from blockradar.alerting.notifiers.base import Notification
+from blockradar.alerting.notifiers.webhook import IDEMPOTENCY_HEADER, WebhookConfig, WebhookNotifier
+from blockradar.alerting.outbox import Outbox, OutboxConfig
 from blockradar.clock import ManualClock
-from blockradar.notifiers.base import Notification
-from blockradar.notifiers.webhook import IDEMPOTENCY_HEADER, WebhookConfig, WebhookNotifier
-from blockradar.outbox import Outbox, OutboxConfig
 from blockradar.store import Store
 from tests.servers.http_sink import HttpSink, Reply
 

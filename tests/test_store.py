@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
+from blockradar.alerting.silences import Matcher, Silence
 from blockradar.outcome import CallOutcome
-from blockradar.silences import Matcher, Silence
 from blockradar.store import SCHEMA_VERSION, Store, StoreError
 
 T0 = 1_700_000_000.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from blockradar.detect.pipeline import Pipeline
+from blockradar.detect.thresholds import CLEAR, DEFAULT_THRESHOLDS, FIRE, HOLD, Threshold, ThresholdConfig
 from blockradar.durations import format_duration, parse_duration
 from blockradar.outcome import CallOutcome
-from blockradar.pipeline import Pipeline
 from blockradar.ruleset import load_ruleset
-from blockradar.thresholds import CLEAR, DEFAULT_THRESHOLDS, FIRE, HOLD, Threshold, ThresholdConfig
 
 T0 = 1_700_000_000.0
 REASON_603PLUS = 'SIP;cause=603;text="v=analytics1;url=https://redress.example.com/r;tel=+18005550100"'

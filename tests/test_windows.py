@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from blockradar.windows import WindowSet
+from blockradar.detect.windows import WindowSet
 
 T0 = 1_700_000_040.0  # a multiple of 10 and 60
 

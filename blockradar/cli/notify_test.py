@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
+from blockradar.alerting.notifiers import build_notifiers
+from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
 from blockradar.config import ConfigError, load_config
-from blockradar.notifiers import build_notifiers
-from blockradar.notifiers.base import AlertDict, Notification, Notifier, NotifyError
 from blockradar.outcome import iso
 
 

@@ -46,8 +46,8 @@ def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, An
 def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: DaemonConfig | None,
                    with_alerts: bool) -> list[dict[str, Any]]:
     """Outcome and alert records in event-time order, the pipeline driven by the recording's clock."""
-    from blockradar.alerts import AlertingConfig, alert_event
-    from blockradar.pipeline import Pipeline
+    from blockradar.alerting.lifecycle import AlertingConfig, alert_event
+    from blockradar.detect.pipeline import Pipeline
 
     records: list[dict[str, Any]] = []
     if not with_alerts:

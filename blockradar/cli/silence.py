@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
+from blockradar.alerting.silences import Matcher, Silence
 from blockradar.config import ConfigError, load_config
 from blockradar.durations import format_duration, parse_duration
 from blockradar.outcome import iso
-from blockradar.silences import Matcher, Silence
 from blockradar.store import Store
 
 DEFAULT_STORE = "/var/lib/blockradar/state.db"

@@ -22,12 +22,12 @@ from typing import Any, TextIO
 
 import yaml
 
-from blockradar.alerts import Alert
+from blockradar.alerting.lifecycle import Alert
+from blockradar.alerting.notifiers.base import AlertDict
 from blockradar.classification import Classification
 from blockradar.config import load_config
 from blockradar.demo.emulators import AmiEmulator, EslEmulator
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
-from blockradar.notifiers.base import AlertDict
 from blockradar.outcome import CallOutcome
 
 BLOCKED_NUMBER = "+15557650003"

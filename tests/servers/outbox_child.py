@@ -12,9 +12,9 @@ import asyncio
 import sys
 import time
 
-from blockradar.notifiers.base import Notification
-from blockradar.notifiers.webhook import WebhookConfig, WebhookNotifier
-from blockradar.outbox import Outbox, OutboxConfig
+from blockradar.alerting.notifiers.base import Notification
+from blockradar.alerting.notifiers.webhook import WebhookConfig, WebhookNotifier
+from blockradar.alerting.outbox import Outbox, OutboxConfig
 from blockradar.store import Store
 
 

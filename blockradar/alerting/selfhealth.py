@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.connectors.base import ConnectorHealth, LinkState
-from blockradar.notifiers.base import AlertDict, Notification
 from blockradar.outcome import iso
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import ClassVar, Literal, TextIO
 
-from blockradar.notifiers.base import Notification, NotifierConfig, NotifyError, one_line
-from blockradar.notifiers.email import _alert_text
+from blockradar.alerting.notifiers.base import Notification, NotifierConfig, NotifyError, one_line
+from blockradar.alerting.notifiers.email import _alert_text
 
 
 class ConsoleConfig(NotifierConfig):

@@ -22,15 +22,15 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from blockradar.durations import format_duration
-from blockradar.notifiers.base import (
+from blockradar.alerting.notifiers.base import (
     AlertDict,
     Notification,
     NotifierConfig,
     SecretValue,
     one_line,
 )
-from blockradar.notifiers.http import HttpPoster
+from blockradar.alerting.notifiers.http import HttpPoster
+from blockradar.durations import format_duration
 from blockradar.secret import mask_url
 
 MAX_BLOCKS = 50

@@ -20,12 +20,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from blockradar.alerts import FIRING, Alert, AlertingConfig, AlertLifecycle
+from blockradar.alerting.lifecycle import FIRING, Alert, AlertingConfig, AlertLifecycle
+from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.classification import Category, Classification
-from blockradar.notifiers.base import AlertDict, Notification
+from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdConfig
+from blockradar.detect.windows import DEFAULT_MAX_KEYS, WindowSet
 from blockradar.outcome import CallOutcome
-from blockradar.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdConfig
-from blockradar.windows import DEFAULT_MAX_KEYS, WindowSet
 
 EVICT_EVERY = 4096  # outcomes between idle-key sweeps
 SILENCE_RELOAD_S = 5.0

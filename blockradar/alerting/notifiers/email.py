@@ -19,8 +19,15 @@ from typing import Any, ClassVar, Literal
 import aiosmtplib
 from pydantic import Field, model_validator
 
+from blockradar.alerting.notifiers.base import (
+    AlertDict,
+    Notification,
+    NotifierConfig,
+    NotifyError,
+    SecretValue,
+    one_line,
+)
 from blockradar.durations import format_duration
-from blockradar.notifiers.base import AlertDict, Notification, NotifierConfig, NotifyError, SecretValue, one_line
 
 SUBJECT_PREFIX = "[blockradar]"
 # RFC 5322 allows 998-character lines; folding at 78 made Python start the subject on a continuation line

@@ -15,12 +15,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from blockradar.notifiers.base import (
+from blockradar.alerting.notifiers.base import (
     Notification,
     NotifierConfig,
     SecretValue,
 )
-from blockradar.notifiers.http import HttpPoster
+from blockradar.alerting.notifiers.http import HttpPoster
 from blockradar.secret import mask_url
 
 SIGNATURE_HEADER = "X-Blockradar-Signature"

@@ -12,17 +12,17 @@ import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from blockradar.notifiers.base import Notification, Notifier, NotifierConfig, NotifyError
+from blockradar.alerting.notifiers.base import Notification, Notifier, NotifierConfig, NotifyError
 
 __all__ = ["NOTIFIER_TYPES", "Notification", "Notifier", "NotifierConfig", "NotifyError", "build_notifier",
            "build_notifiers", "notifier_class", "notifier_config_model"]
 
 # type -> "module:Class"
 NOTIFIER_TYPES: dict[str, str] = {
-    "slack": "blockradar.notifiers.slack:SlackNotifier",
-    "email": "blockradar.notifiers.email:EmailNotifier",
-    "webhook": "blockradar.notifiers.webhook:WebhookNotifier",
-    "console": "blockradar.notifiers.console:ConsoleNotifier",
+    "slack": "blockradar.alerting.notifiers.slack:SlackNotifier",
+    "email": "blockradar.alerting.notifiers.email:EmailNotifier",
+    "webhook": "blockradar.alerting.notifiers.webhook:WebhookNotifier",
+    "console": "blockradar.alerting.notifiers.console:ConsoleNotifier",
 }
 
 

@@ -29,13 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from blockradar.alerting.notifiers.base import AlertDict, Notification, SampleCall
+from blockradar.alerting.silences import Silence
 from blockradar.classification import Category
+from blockradar.detect.thresholds import CLEAR, FIRE, Threshold
+from blockradar.detect.windows import KeyWindow
 from blockradar.durations import parse_duration
-from blockradar.notifiers.base import AlertDict, Notification, SampleCall
 from blockradar.outcome import CallOutcome, iso
-from blockradar.silences import Silence
-from blockradar.thresholds import CLEAR, FIRE, Threshold
-from blockradar.windows import KeyWindow
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from blockradar.notifiers.base import NotifyError, one_line, parse_retry_after
+from blockradar.alerting.notifiers.base import NotifyError, one_line, parse_retry_after
 
 
 def is_2xx(status: int) -> bool:

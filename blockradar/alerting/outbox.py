@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from blockradar.alerting.notifiers.base import Notification, Notifier, NotifyError
 from blockradar.clock import Clock, SystemClock
 from blockradar.durations import parse_duration
-from blockradar.notifiers.base import Notification, Notifier, NotifyError
 from blockradar.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
