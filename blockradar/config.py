@@ -57,13 +57,13 @@ class AsteriskConnectorConfig(_Strict):
     server_name: str | None = None
     events: str = "system,call,dialplan,user"  # dialplan + user carry the glue's VarSet / UserEvent
     trunks: list[str] | None = None  # only these PJSIP endpoints are trunks (default: any Dial target)
-    ping_interval: Duration = 10.0
-    ping_timeout: Duration = 5.0
+    ping_interval: Duration = 2.0  # a hung PBX is found within ping_interval + ping_timeout
+    ping_timeout: Duration = 3.0
     connect_timeout: Duration = 10.0
     login_timeout: Duration = 10.0
-    backoff_initial: Duration = 0.5
-    backoff_max: Duration = 30.0
-    auth_backoff: Duration = 300.0
+    backoff_initial: Duration = 0.25
+    backoff_max: Duration = 1.0  # while the PBX is away, try it at least this often
+    auth_backoff: Duration = 30.0  # after a refused login (and at once on SIGHUP)
     call_ttl: Duration = 4 * 3600.0
     clock_skew_tolerance: Duration = 5.0
 
@@ -100,10 +100,13 @@ class FreeswitchConnectorConfig(_Strict):
     port: int = Field(default=8021, ge=1, le=65535)
     password: SecretStr
     filters: list[str] = Field(default_factory=list)
+    gateways_only: bool = False  # only legs through a sofia gateway (not calls to registered phones)
+    probe_interval: Duration = 2.0  # "api status" this often; a hung PBX is found within interval + timeout
+    probe_timeout: Duration = 3.0
     heartbeat_timeout: Duration = 60.0
-    backoff_initial: Duration = 0.5
-    backoff_max: Duration = 30.0
-    auth_backoff: Duration = 300.0
+    backoff_initial: Duration = 0.25
+    backoff_max: Duration = 1.0  # while the PBX is away, try it at least this often
+    auth_backoff: Duration = 30.0  # after a refused password or ACL (and at once on SIGHUP)
     command_timeout: Duration = 5.0
     max_pending: int = Field(default=10_000, ge=100)
     clock_skew_tolerance: Duration = 5.0
@@ -114,13 +117,14 @@ class FreeswitchConnectorConfig(_Strict):
 
         return FreeswitchConfig(
             name=self.name, host=self.host, port=self.port, password=Secret(self.password.get_secret_value()),
-            filters=tuple(self.filters), heartbeat_liveness_s=self.heartbeat_timeout,
+            filters=tuple(self.filters), gateways_only=self.gateways_only, probe_interval_s=self.probe_interval,
+            probe_timeout_s=self.probe_timeout, heartbeat_liveness_s=self.heartbeat_timeout,
             backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
             command_timeout_s=self.command_timeout, max_pending=self.max_pending,
             clock_skew_tolerance_s=self.clock_skew_tolerance)
 
-    @field_validator("heartbeat_timeout", "backoff_initial", "backoff_max", "auth_backoff", "command_timeout",
-                     "clock_skew_tolerance", mode="before")
+    @field_validator("probe_interval", "probe_timeout", "heartbeat_timeout", "backoff_initial", "backoff_max",
+                     "auth_backoff", "command_timeout", "clock_skew_tolerance", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> float:
         return _duration(value)

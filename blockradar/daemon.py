@@ -3,11 +3,15 @@ signals and reload around them. ``blockradar run`` and ``blockradar demo`` both 
 
 Lifecycle:
 
-* ``start()``: open the store, compile rules, build notifiers, restore alert state and rebuild the
-  windows from stored outcomes (so a restart neither forgets a problem nor pages again), start the
-  outbox workers, the HTTP endpoints and the connectors.
+* ``start()``: open the store, compile rules, build notifiers, mark every PBX link down (nothing
+  resolves on a link not yet watched), restore alert state and rebuild the windows from stored
+  outcomes (so a restart neither forgets a problem nor pages again), start the outbox workers, the
+  HTTP endpoints and the connectors.
 * a ticker (1 s) judges live alerts, flushes due alert groups, writes buffered outcomes, watches
-  connector health (self-alerts, inhibition) and prunes old rows.
+  connector health (self-alerts, link up/down and proof of life for the lifecycle) and prunes old rows.
+* One truth on disk: buffered outcomes, the alert states they changed and the notifications they
+  caused are committed in one transaction (``_commit``), so ``kill -9`` can lose the last second of
+  outcomes only together with what they caused, never leave an alert without its evidence.
 * ``reload()`` (SIGHUP): re-read the config file; a bad rule or threshold keeps the old ones
   running, logs why and raises a self-alert; a good one is swapped in atomically.
 * ``stop()`` (SIGTERM/SIGINT): stop connectors, write what is buffered, flush the outbox for a
@@ -118,6 +122,8 @@ class Daemon:
                                      self._emit, on_down=self._connector_down, on_up=self._connector_up)
         self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
         now = self.clock.now()
+        for spec in config.connectors:
+            self.pipeline.connector_down(spec.name, now)  # not watched yet: nothing on it resolves
         restored = self.pipeline.rebuild(self.store.iter_outcomes(now - self._history_s()), now)
         log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
                  "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
@@ -136,7 +142,6 @@ class Daemon:
             connector = make_connector(spec, self._sink, self.clock)
             self.connectors.append(connector)
         for connector in self.connectors:
-            self.pipeline.connector_down(connector.name)  # held until it connects (inhibition)
             await connector.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="blockradar-ticker")
 
@@ -149,15 +154,19 @@ class Daemon:
     def _sink(self, outcome: CallOutcome) -> None:
         """Called by the connectors in the loop thread, once per outcome; never raises."""
         try:
-            assert self.pipeline is not None and self.selfhealth is not None
-            if outcome.connector in self.pipeline.lifecycle.down_connectors:
-                # data is flowing: look at that link now rather than at the next tick, so its alerts are
-                # not held (inhibited) for up to a second after it (re)connects
-                now = self.clock.now()
+            pipeline = self.pipeline
+            assert pipeline is not None and self.selfhealth is not None
+            now = self.clock.now()
+            lifecycle = pipeline.lifecycle
+            if outcome.connector in lifecycle.down_connectors:
+                # data is flowing: look at that link now rather than at the next tick
                 self.selfhealth.observe([c.health() for c in self.connectors if c.name == outcome.connector], now)
-            cls = self.pipeline.process(outcome)
-            self.pipeline.flush_due(self.clock.now())  # group_wait 0 means now, not at the next tick
+            lifecycle.link_alive(outcome.connector, now)
+            cls = pipeline.process(outcome)
             self._pending.append((outcome, cls))
+            due = pipeline.next_due()
+            if due is not None and due <= now:  # group_wait 0 means now, not at the next tick
+                self._commit(lambda: pipeline.flush_due(now))
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:
                 self._on_outcome(outcome, cls)
@@ -177,6 +186,14 @@ class Daemon:
         except Exception:
             log.exception("could not store %d outcome(s)", len(batch))
 
+    def _commit(self, work: Callable[[], Any]) -> Any:
+        """Buffered outcomes and what ``work`` changes (alert states, groups, outbox rows) in one
+        transaction: on disk, an alert transition or a notification never exists without its outcomes."""
+        assert self.store is not None
+        with self.store.batch():
+            self._flush_outcomes()
+            return work()
+
     def _emit(self, notification: Notification) -> None:
         assert self.outbox is not None
         self.outbox.enqueue(notification)
@@ -188,11 +205,11 @@ class Daemon:
 
     def _connector_down(self, name: str) -> None:
         if self.pipeline is not None:
-            self.pipeline.connector_down(name)
+            self.pipeline.connector_down(name, self.clock.now())
 
     def _connector_up(self, name: str) -> None:
         if self.pipeline is not None:
-            self.pipeline.connector_up(name)
+            self.pipeline.connector_up(name, self.clock.now())
 
     # ---------------------------------------------------------------------------------- timers
 
@@ -206,10 +223,14 @@ class Daemon:
 
     def tick(self) -> None:
         now = self.clock.now()
-        self._flush_outcomes()
-        assert self.pipeline is not None and self.selfhealth is not None and self.store is not None
-        self.selfhealth.observe(self.healths(), now)
-        self.pipeline.tick(now)
+        pipeline = self.pipeline
+        assert pipeline is not None and self.selfhealth is not None and self.store is not None
+        healths = self.healths()
+        self.selfhealth.observe(healths, now)
+        for health in healths:
+            if health.last_event_at is not None:
+                pipeline.lifecycle.link_alive(health.name, health.last_event_at)
+        self._commit(lambda: pipeline.tick(now))
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             pruned = self.store.prune_outcomes(now - self.config.retention)
@@ -239,15 +260,15 @@ class Daemon:
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
-        self._flush_outcomes()
+        old = self.pipeline
+        assert old is not None
+        self._commit(old.lifecycle.flush_state)  # the new pipeline rebuilds from what is on disk
         self.config = self.config.model_copy(update={"rules": loaded.config.rules,
                                                      "thresholds": loaded.config.thresholds,
                                                      "alerting": loaded.config.alerting})
         pipeline = self._build_pipeline(ruleset, thresholds, self.store)
+        pipeline.lifecycle.adopt_links(old.lifecycle)  # a link down stays down: nothing resolves on it
         pipeline.rebuild(self.store.iter_outcomes(now - max((t.window for t in thresholds), default=3600.0)), now)
-        for connector in self.connectors:
-            if connector.health().state != LinkState.CONNECTED:
-                pipeline.connector_down(connector.name)
         self.pipeline, self.ruleset = pipeline, ruleset
         self.metrics.rules_loaded.set(len(ruleset.rules))
         self.metrics.reloads.labels("ok").inc()
@@ -268,7 +289,8 @@ class Daemon:
         for connector, result in zip(self.connectors, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("connector %s did not close cleanly: %s", connector.name, result)
-        self._flush_outcomes()
+        if self.pipeline is not None and self.store is not None:
+            self._commit(self.pipeline.lifecycle.flush_state)
         drained = True
         if self.outbox is not None:
             drained = await self.outbox.drain(flush_s)

@@ -22,7 +22,7 @@ from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(notifier, status, next_attempt_at);
 """
 
+# v2: the outbox delivers in order per notifier and a newer message of a group supersedes a queued
+# older one, so each row knows its alert group
+_SCHEMA_V2 = """
+ALTER TABLE outbox ADD COLUMN group_key TEXT;
+UPDATE outbox SET group_key = json_extract(payload, '$.group_key') WHERE json_valid(payload);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox(notifier, status, id);
+"""
+
 
 class StoreError(RuntimeError):
     pass
@@ -101,6 +109,7 @@ class OutboxRow:
     expires_at: float
     sent_at: float | None
     last_error: str | None
+    group_key: str | None = None
 
 
 class Store:
@@ -131,7 +140,10 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
         if version < 1:
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n"
+                                   f"PRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+        elif version < 2:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V2}\nPRAGMA user_version=2;\nCOMMIT;")
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -282,31 +294,39 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------------------------------
     def outbox_add(self, notification_id: str, entries: Iterable[tuple[str, str, str]], now: float,
-                   expires_at: float) -> list[int]:
+                   expires_at: float, group_key: str | None = None) -> list[int]:
         """Queue one notification for several notifiers in one transaction: (notifier, key, payload)."""
         ids = []
         with self._tx():
             for notifier, key, payload in entries:
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO outbox(notification_id, notifier, idempotency_key, payload, status, "
-                    "created_at, next_attempt_at, expires_at) VALUES (?,?,?,?, 'pending', ?, ?, ?)",
-                    (notification_id, notifier, key, payload, now, now, expires_at),
+                    "created_at, next_attempt_at, expires_at, group_key) VALUES (?,?,?,?, 'pending', ?, ?, ?, ?)",
+                    (notification_id, notifier, key, payload, now, now, expires_at, group_key),
                 )
                 if cur.rowcount == 1 and cur.lastrowid:
                     ids.append(int(cur.lastrowid))
         return ids
 
-    def outbox_due(self, notifier: str, now: float, limit: int = 10) -> list[OutboxRow]:
+    def outbox_head(self, notifier: str) -> OutboxRow | None:
+        """The oldest pending row of a notifier: the only one it may send (delivery is in order)."""
+        row = self._db.execute("SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                               (notifier,)).fetchone()
+        return OutboxRow(**dict(row)) if row is not None else None
+
+    def outbox_pending_of_group(self, notifier: str, group_key: str, before_id: int) -> list[OutboxRow]:
+        """A notifier's pending rows of one alert group older than ``before_id``, oldest first."""
         cur = self._db.execute(
-            "SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY next_attempt_at, id LIMIT ?", (notifier, now, limit))
+            "SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' AND group_key = ? AND id < ? ORDER BY id",
+            (notifier, group_key, before_id))
         return [OutboxRow(**dict(r)) for r in cur]
 
-    def outbox_next_due(self, notifier: str) -> float | None:
-        row = self._db.execute(
-            "SELECT min(next_attempt_at) FROM outbox WHERE notifier = ? AND status = 'pending'", (notifier,)
-        ).fetchone()
-        return row[0]
+    def outbox_supersede(self, row_id: int, by_row_id: int, payload: str) -> None:
+        """Mark ``row_id`` superseded by ``by_row_id``, whose payload becomes ``payload`` (which tells both)."""
+        with self._tx():
+            self._db.execute("UPDATE outbox SET status='superseded', last_error=? WHERE id=? AND status='pending'",
+                             (f"superseded by row {by_row_id}", row_id))
+            self._db.execute("UPDATE outbox SET payload=? WHERE id=?", (payload, by_row_id))
 
     def outbox_mark_sent(self, row_id: int, now: float) -> None:
         with self._tx():

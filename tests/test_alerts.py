@@ -105,8 +105,9 @@ def test_repeat_only_after_repeat_interval_then_resolve(rules):
     # unchanged group: silent until repeat_interval (4 h = 48 group intervals), then one repeat;
     # resolved once the hour after the last block (k=60) has passed
     # (the last block at +18029 s sits in the 300 s bucket starting at +17800 s; it leaves the 12-bucket
-    # window at +21400 s, first seen by the tick at k=72)
-    assert sent == {48: "firing", 72: "resolved"}
+    # window at +21400 s, first seen by the tick at k=72; keep_firing_for, one bucket by default, holds it
+    # one more group interval)
+    assert sent == {48: "firing", 73: "resolved"}
 
 
 def test_resolved_is_sent_once_when_the_window_empties(rules):
@@ -114,11 +115,16 @@ def test_resolved_is_sent_once_when_the_window_empties(rules):
     p.process(blocked(T0))
     assert [n.status for n in p.tick(T0 + 30)] == ["firing"]
     assert p.tick(T0 + 330) == []
-    sent = p.tick(T0 + 630)  # 10 min window (+ one bucket) has passed
+    assert p.tick(T0 + 630) == []  # the 10 min window (+ one bucket) has emptied: the clear timer starts
+    sent = p.tick(T0 + 930)  # keep_firing_for (one 50 s bucket) has passed: resolved, at the next group look
     assert [n.status for n in sent] == ["resolved"]
-    assert sent[0].alerts[0]["state"] == "resolved"
-    assert sent[0].title().startswith("RESOLVED ")
-    assert p.tick(T0 + 930) == [] and not p.lifecycle.groups
+    (alert,) = sent[0].alerts
+    assert alert["state"] == "resolved" and alert["change"] == "resolved"
+    assert alert["resolved_at"] == "2023-11-14T22:28:50.000Z"  # T0 + 930: the first look after the 50 s
+    assert alert["samples"] == [] and alert["what_to_do"] == {}  # a resolve says what cleared, not what to do
+    assert alert["last_seen"] == "2023-11-14T22:13:20.000Z"  # the last blocked call, though out of the window
+    assert sent[0].title() == "RESOLVED analytics blocks on +15557650003 via carrier-c"
+    assert p.tick(T0 + 1230) == [] and not p.lifecycle.groups
 
 
 def test_send_resolved_off(rules):
@@ -170,7 +176,48 @@ def test_rate_hysteresis_does_not_flap(rules):
     p.process(answered(t))
     assert th.active["carrier-c"].state == "firing"  # 2 of 8 = 25 %: still not below
     p.process(answered(t + 1))
-    assert not th.active  # 2 of 9 = 22 % < 25 %: resolved
+    assert th.active["carrier-c"].clear_since == t + 1  # 2 of 9 = 22 % < 25 %: the clear timer starts
+    p.tick(t + 300)
+    assert th.active  # keep_firing_for (one 5 min bucket of the 1 h window) not over yet
+    p.tick(t + 301)
+    assert not th.active  # resolved
+
+
+def test_rate_alert_does_not_flap_at_min_attempts(rules):
+    """Live, a rate alert at min_attempts fired at 1/20, cleared at 1/41 and fired again 12 s later. Now it
+    needs min_attempts calls since it fired, and keep_firing_for of clear time, before it may resolve."""
+    cfg = [ThresholdConfig.model_validate({"name": "unwanted-rate", "scope": ["caller_number"],
+                                           "categories": ["unwanted"], "window": "1h", "rate": 0.05,
+                                           "min_attempts": 20, "keep_firing_for": "0s"})]
+    p = Pipeline(rules, cfg, alerting=AlertingConfig(group_wait=0))
+    th = p.groups[0].thresholds[0]
+    t = T0
+    p.process(blocked(t, sip_code=607, sip_phrase="Unwanted", reason=None))
+    for _ in range(19):
+        t += 1
+        p.process(answered(t))
+    assert th.active["+15557650003"].state == "firing"  # 1 of 20 = 5 %
+    for _ in range(10):  # 1 of 30: not below 2.5 % of 30 (0.75)
+        t += 1
+        p.process(answered(t))
+    assert th.active
+    for _ in range(11):  # 1 of 41 < 2.5 %: below the resolve bound, 21 calls since it fired: it may resolve
+        t += 1
+        p.process(answered(t))
+    assert not th.active
+
+    held = [ThresholdConfig.model_validate({**cfg[0].model_dump(by_alias=True), "keep_firing_for": "10m"})]
+    p = Pipeline(rules, held, alerting=AlertingConfig(group_wait=0))
+    th = p.groups[0].thresholds[0]
+    t = T0
+    p.process(blocked(t, sip_code=607, sip_phrase="Unwanted", reason=None))
+    for _ in range(40):
+        t += 1
+        p.process(answered(t))
+    assert th.active and th.active["+15557650003"].clear_since is not None  # 1 of 41: clear, held 10 min
+    p.process(blocked(t + 12, sip_code=607, sip_phrase="Unwanted", reason=None))
+    assert th.active["+15557650003"].clear_since is None  # back above the bound 12 s later: never resolved
+    assert p.lifecycle.transitions == {"firing": 1, "resolved": 0}
 
 
 def test_silence_holds_and_its_expiry_releases(rules, tmp_path):
@@ -198,25 +245,43 @@ def test_silence_added_by_another_process_is_picked_up(rules, tmp_path):
     assert p.tick(T0 + 30) == []
 
 
-def test_inhibition_holds_notifications_and_resolution_while_the_connector_is_down(rules):
-    p = Pipeline(rules, strong_only(), alerting=FAST)
+def test_a_down_link_holds_resolution_and_repeats_not_the_evidence(rules):
+    p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait="30s", group_interval="5m",
+                                                               repeat_interval="10m"))
+    p.connector_up("pbx1", T0 - 10)
     p.process(blocked(T0, connector="pbx1"))
-    p.connector_down("pbx1")
-    assert p.tick(T0 + 30) == []  # held, not lost
-    assert p.tick(T0 + 3000) == []  # no data is no evidence of recovery: not resolved either
+    p.connector_down("pbx1", T0 + 1)
+    (note,) = p.tick(T0 + 30)  # the block is real: announced, and marked held (its link is down)
+    assert note.alerts[0]["change"] == "new" and note.alerts[0]["held"] is True
+    for k in range(1, 12):
+        assert p.tick(T0 + 30 + k * 300) == []  # no resolve (no data is no evidence), no repeat while blind
     assert p.lifecycle.pending_or_firing == 1
-    p.connector_up("pbx1")
-    assert p.tick(T0 + 3300) == []  # back: it resolves, and nobody was told it fired, so no "resolved"
-    assert p.lifecycle.pending_or_firing == 0
-    # a held alert still firing when the connector comes back is delivered then
-    p.process(blocked(T0 + 4000, connector="pbx1"))
-    p.process(blocked(T0 + 4000, number="+15550000002", connector="pbx2"))
-    p.connector_down("pbx1")
-    (note,) = p.tick(T0 + 4030)
-    assert [a["labels"]["connector"] for a in note.alerts] == ["pbx2"]  # other connectors are not held
-    p.connector_up("pbx1")
-    (note,) = p.tick(T0 + 4330)
-    assert [a["labels"]["connector"] for a in note.firing] == ["pbx1", "pbx2"]
+    p.connector_up("pbx1", T0 + 3400)
+    assert p.tick(T0 + 3430) == []  # back: the clear timer starts now, not when the window emptied
+    assert p.lifecycle.pending_or_firing == 1
+    p.lifecycle.link_alive("pbx1", T0 + 3470)  # a Pong before keep_firing_for ran out: not enough
+    assert p.tick(T0 + 3480) == [] and p.lifecycle.pending_or_firing == 1
+    p.lifecycle.link_alive("pbx1", T0 + 3485)  # the PBX answers after it: the clear was watched to the end
+    assert p.tick(T0 + 3490) == [] and p.lifecycle.pending_or_firing == 0  # resolved; announced at the next look
+    (note,) = p.tick(T0 + 3630)
+    assert note.status == "resolved" and note.alerts[0]["change"] == "resolved"
+
+
+def test_only_the_links_an_alert_rests_on_hold_it(rules):
+    p = Pipeline(rules, strong_only(), alerting=FAST)
+    for name in ("pbx1", "pbx2"):
+        p.connector_up(name, T0 - 10)
+    p.process(blocked(T0, connector="pbx1"))
+    p.process(blocked(T0, number="+15550000002", connector="pbx2"))
+    p.connector_down("pbx1", T0 + 1)
+    (note,) = p.tick(T0 + 30)
+    held = {a["labels"]["connector"]: a["held"] for a in note.alerts}
+    assert held == {"pbx1": True, "pbx2": False}
+    p.lifecycle.link_alive("pbx2", T0 + 3000)
+    p.tick(T0 + 700)
+    p.tick(T0 + 760)
+    live = {a.labels["connector"] for a in p.lifecycle.active_alerts()}
+    assert live == {"pbx1"}  # pbx2's alert resolved on evidence; pbx1's waits for its link
 
 
 def test_restart_rebuilds_windows_without_paging_again(rules, tmp_path):
@@ -242,7 +307,9 @@ def test_restart_rebuilds_windows_without_paging_again(rules, tmp_path):
     assert len(sent[0].alerts) == 2
 
 
-def test_restart_resolves_alerts_that_did_not_come_back(rules, tmp_path):
+def test_restart_never_resolves_an_alert_whose_calls_were_lost(rules, tmp_path):
+    """kill -9 lost the outcome but not the alert: after the restart it stays firing (no false RESOLVED) while
+    its link is down, and resolves by the usual rules once the link is back and has been watched."""
     path = tmp_path / "state.db"
     first = Pipeline(rules, strong_only(), alerting=FAST, store=Store(path))
     first.process(blocked(T0))  # not stored as an outcome: after the restart it cannot come back
@@ -252,9 +319,19 @@ def test_restart_resolves_alerts_that_did_not_come_back(rules, tmp_path):
     second = Pipeline(rules, strong_only(), alerting=FAST, store=store)
     sent = []
     second.lifecycle.emit = sent.append
+    second.connector_down("pbx1", T0 + 60)  # what the daemon does before the rebuild: not connected yet
     second.rebuild(iter(()), now=T0 + 60)
-    assert [n.status for n in sent] == ["resolved"]
+    for k in range(1, 20):
+        second.tick(T0 + 60 + k * 300)
+    assert sent == [] and second.lifecycle.pending_or_firing == 1
+    (alert,) = second.lifecycle.active_alerts()
+    assert alert.notified and alert.labels["trunk"] == "carrier-c"  # still the announced alert, same group
+    second.connector_up("pbx1", T0 + 6000)
+    assert second.tick(T0 + 6000) == []  # up again: the clear timer starts
+    second.lifecycle.link_alive("pbx1", T0 + 6100)
+    assert [n.status for n in second.tick(T0 + 6100)] == ["resolved"]  # 50 s watched: resolved, group due
     assert sent[0].alerts[0]["scope"] == {"caller_number": "+15557650003"}
+    assert sent[0].alerts[0]["last_seen"] == "2023-11-14T22:13:20.000Z"  # kept from before the restart
 
 
 @pytest.mark.parametrize("stored", [False, True], ids=["outcome-not-stored", "outcome-stored"])
@@ -268,7 +345,10 @@ def test_restart_announces_a_resolve_that_was_not_sent_yet(rules, tmp_path, stor
         first.lifecycle.store.add_outcome(blocked(T0))
     assert [n.status for n in first.tick(T0 + 30)] == ["firing"]
     assert first.tick(T0 + 340) == []  # group looked at again; next look at T0 + 640
-    assert first.tick(T0 + 639) == []  # the 10 m window is empty: resolved and written, not yet announced
+    assert first.tick(T0 + 620) == []  # the 10 m window is empty: the clear timer starts
+    assert first.tick(T0 + 639) == []  # cleared for 19 s: still firing
+    assert first.tick(T0 + 640) == []  # group looked at: nothing new; next look at T0 + 940
+    assert first.tick(T0 + 670) == []  # cleared for 50 s: resolved and written, not yet announced
     assert [r["state"] for r in first.lifecycle.store.load_alert_states()] == ["resolved"]
     first.lifecycle.store.close()  # kill -9 here
 
@@ -280,9 +360,9 @@ def test_restart_announces_a_resolve_that_was_not_sent_yet(rules, tmp_path, stor
     second.tick(T0 + 1000)
     assert [n.status for n in sent] == ["resolved"]
     assert sent[0].alerts[0]["scope"] == {"caller_number": "+15557650003"}
-    # not stored: the stored state is announced as it was (T0 + 639); stored: the rebuild re-derives the
-    # alert from the outcome and it resolves again at the restart (T0 + 700). Either way: once.
-    expected = "2023-11-14T22:25:00.000Z" if stored else "2023-11-14T22:23:59.000Z"
+    # not stored: the stored state is announced as it was (T0 + 670); stored: the rebuild re-derives the
+    # alert from the outcome and it resolves again after the restart (T0 + 1000). Either way: once.
+    expected = "2023-11-14T22:30:00.000Z" if stored else "2023-11-14T22:24:30.000Z"
     assert sent[0].alerts[0]["resolved_at"] == expected
     second.tick(T0 + 5000)
     assert len(sent) == 1
@@ -304,9 +384,10 @@ def test_transitions_give_replay_events_on_the_recordings_clock(rules):
     events = []
     p = Pipeline(rules, strong_only(), on_transition=lambda alert, snap: events.append(alert_event(snap)))
     p.process(blocked(T0))
-    p.tick(T0 + 700)
+    p.tick(T0 + 700)  # the window is empty: the clear timer starts
+    p.tick(T0 + 760)  # keep_firing_for (50 s) later
     assert [(e["state"], e["at"]) for e in events] == [("firing", "2023-11-14T22:13:20.000Z"),
-                                                       ("resolved", "2023-11-14T22:25:00.000Z")]  # the tick that saw it
+                                                       ("resolved", "2023-11-14T22:26:00.000Z")]  # the tick that saw it
     assert events[0]["scope"] == {"caller_number": "+15557650003"} and events[0]["redress"]
 
 
@@ -325,19 +406,17 @@ def test_evidence_is_dropped_once_out_of_every_window(rules):
     for i in range(200):  # a blocked call every 5 minutes on the same number: 1000 minutes
         p.process(blocked(T0 + i * 300))
     kw = p.groups[0].windows.get("+15557650003")
-    assert kw is not None and 1 <= len(kw.evidence) <= 2  # only what the 10 m window still holds
+    assert kw is not None and 1 <= len(kw.evidence.buckets) <= 2  # only what the 10 m window still holds
+    assert len(kw.evidence.samples) <= p.evidence_max
 
 
-def test_alerts_held_while_a_link_was_down_go_out_when_it_is_back(rules):
-    """A group looked at while its alerts were held must not wait a whole group_interval once the
-    link is back: it is due again at fired_at + group_wait (here: at once)."""
+def test_a_block_seen_before_the_link_went_down_is_announced_at_once(rules):
+    """The calls were real: a down link holds an alert's resolution, never its first announcement."""
     p = Pipeline(rules, strong_only(), alerting=AlertingConfig(group_wait="0s", group_interval="5m"))
     p.connector_down("pbx1")
     p.process(blocked(T0))
-    assert p.flush_due(T0) == []  # held: the PBX link is down
-    p.connector_up("pbx1")
-    (note,) = p.flush_due(T0 + 1)
-    assert note.status == "firing"
+    (note,) = p.flush_due(T0)
+    assert note.status == "firing" and note.alerts[0]["held"] is True
 
 
 def test_release_still_respects_group_wait(rules):

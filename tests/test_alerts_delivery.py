@@ -105,11 +105,13 @@ async def test_fire_group_silence_repeat_resolve_over_slack_and_email(tmp_path, 
             await outbox.stop()
     assert slack.problems == []
     titles = [r.json["blocks"][0]["text"]["text"] for r in slack.requests]
-    assert titles == ["WARNING analytics blocks on 2 numbers via carrier-c"] * 2 + [
-        "RESOLVED WARNING analytics blocks on 2 numbers via carrier-c"]
+    assert titles == ["WARNING analytics blocks on 2 numbers via carrier-c",
+                      "WARNING analytics blocks on 2 numbers via carrier-c (still firing)",
+                      "RESOLVED analytics blocks on 2 numbers via carrier-c"]
     assert "+15550000003" not in str(slack.requests[0].json)  # silenced
     subjects = [message_from_bytes(m[2], policy=policy.default)["Subject"] for m in mails.messages]
-    assert subjects == ["[blockradar] WARNING analytics blocks on 2 numbers via carrier-c"] * 2 + [
-        "[blockradar] RESOLVED WARNING analytics blocks on 2 numbers via carrier-c"]
+    assert subjects == ["[blockradar] WARNING analytics blocks on 2 numbers via carrier-c",
+                        "[blockradar] WARNING analytics blocks on 2 numbers via carrier-c (still firing)",
+                        "[blockradar] RESOLVED analytics blocks on 2 numbers via carrier-c"]
     assert store.outbox_depth() == 0
     assert len(store.outbox_rows(status="sent")) == 6

@@ -80,12 +80,14 @@ def implicit_tls_server(ca):
 
 
 def note(**alert):
-    base = {"threshold": "number-analytics-blocks", "severity": "critical", "state": "firing",
-            "scope": {"caller_number": "+15557650003"}, "labels": {"trunk": "carrier-c"},
+    base = {"threshold": "number-analytics-blocks", "severity": "critical", "state": "firing", "kind": "number",
+            "change": "new", "scope": {"caller_number": "+15557650003"}, "labels": {"trunk": "carrier-c"},
+            "trunks": {"carrier-c": 3},
             "categories": {"analytics_block": 3}, "sip_codes": {"603": 3}, "count": 3, "attempts": 4, "rate": 0.75,
             "window_s": 3600.0, "samples": [{"call_id": "c1", "callee": "+12125550100", "code": 603,
                                              "phrase": "Network Blocked", "category": "analytics_block"}],
-            "redress": [{"url": "https://redress.example.com/r", "tel": "+18005550100", "location": "LN"}],
+            "redress": [{"url": "https://redress.example.com/r", "tel": "+18005550100", "id": "BLK-42",
+                         "email": "redress@example.com", "location": "LN"}],
             "what_to_do": {"analytics_block": "Stop dialing from this number."}}
     return Notification("g", {"trunk": "carrier-c"}, "firing", [{**base, **alert}], T0)
 
@@ -106,9 +108,13 @@ async def test_starttls_with_auth_delivers_text_and_html(starttls_server, ca_fil
     assert msg["Subject"] == "[blockradar] CRITICAL analytics blocks on +15557650003 via carrier-c"
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()
-    assert "matching/attempts: 3/4 (75%) in 1h" in text
-    assert "redress: https://redress.example.com/r +18005550100 (blocked at LN)" in text
+    assert "number-analytics-blocks (critical): NEW" in text
+    assert "Matching / attempts: 3 / 4 (75%) in 1h" in text
+    assert "Trunks: carrier-c: 3" in text
+    assert ("redress: https://redress.example.com/r | tel +18005550100 | email redress@example.com | id BLK-42 | "
+            "blocked at LN") in text  # every 603+ contact, the id and location included
     assert "<h2>CRITICAL analytics blocks on +15557650003 via carrier-c</h2>" in html
+    assert '<a href="https://redress.example.com/r">' in html and "BLK-42" in html
 
 
 # aiosmtpd cannot see that the socket itself is TLS-wrapped; the warning does not apply

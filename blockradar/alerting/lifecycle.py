@@ -1,47 +1,73 @@
 """The alert lifecycle: pending -> firing -> resolved per (threshold, scope key), grouped,
-deduplicated, repeated, silenced and inhibited with Prometheus Alertmanager's meanings.
+deduplicated, repeated, silenced and held with Prometheus Alertmanager's meanings, and the one rule
+this tool lives by: what the operator is told stays true through every fault.
 
 * An alert is *pending* while its threshold's condition holds for less than ``for``, *firing*
-  after, *resolved* once the value falls below the resolve bound (hysteresis). A pending alert
-  whose condition stops holding is dropped silently.
+  after. A pending alert whose condition stops holding is dropped silently.
+* **Resolving takes evidence of recovery.** A firing alert resolves only when (1) its value has
+  stayed below the resolve bound for the threshold's ``keep_firing_for`` (the clear timer), (2) for
+  a rate, at least ``min_attempts`` calls were counted for the key since it fired, or no matching
+  call is left in the window, and (3) every PBX link the alert rests on (the connectors of its
+  matching calls) was up for the whole clear timer and has proved alive (a frame, a Pong, a probe
+  answer) after it ran out. A link going down stops the clear timer; it starts again from zero
+  once the link is back. An absence of data is no evidence of recovery.
+* **Labels come from the evidence.** Context labels (``trunk``, ``connector``, ``pbx``, when not in
+  the scope) name every value the alert's matching calls had in the window when it fired, sorted and
+  comma-joined, never the value of the call that happened to cross the threshold.
 * Firing alerts join an *aggregation group* by the values of ``group_by`` labels (default
-  ``threshold`` and ``trunk``, so 40 numbers blocked on one trunk in one burst are one message).
-  A new group is first notified ``group_wait`` after it appeared; after that the group is looked
-  at every ``group_interval``: it is notified when it holds a firing alert not notified before, or
-  (with ``send_resolved``) an alert that resolved since, and it is re-notified unchanged every
-  ``repeat_interval``.
+  ``threshold`` and ``trunk``). A new group is first notified ``group_wait`` after it appeared; after
+  that it is looked at every ``group_interval``: it is notified when it holds a firing alert never
+  announced, or (with ``send_resolved``) an announced alert that resolved since, and re-notified
+  unchanged every ``repeat_interval``. Whether an alert was announced is kept per alert (and in the
+  store), so a group never forgets it: an alert already announced is never announced as new again,
+  whatever happened to the links, the group or the process in between.
+* Every notification carries the group's full current state; each alert in it is marked ``change``:
+  ``new``, ``firing`` (announced before) or ``resolved``; a firing alert whose link is down is marked
+  ``held`` (its state is frozen until the link is back). A group holding a held alert is not
+  repeated.
 * Silences (``silences.py``) mute matching alerts; a resolved alert the operator never saw firing
   is not announced as resolved.
-* Inhibition: while a connector is down (``connector_down``), alerts labelled with it are held:
-  not notified, and not resolved (an absence of data is no evidence of recovery).
 
-Labels of an alert: ``threshold``, ``severity``, the scope fields, the threshold's own labels,
-and as context (when not in the scope) ``trunk``, ``connector`` and ``pbx`` of the outcome that
-raised it. Evaluation runs on event time; group timers run on the ``now`` given to ``tick``, so a
-replay produces the alerts on the recording's own clock.
+Evaluation runs on event time; group timers run on the ``now`` given to ``tick``, so a replay
+produces the alerts on the recording's own clock. Links nobody told the lifecycle about (a replay)
+are always up and alive.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from blockradar.alerting.notifiers.base import AlertDict, Notification, SampleCall
+from blockradar.alerting.notifiers.base import AlertDict, Notification, SampleCall, alert_kind
 from blockradar.alerting.silences import Silence
 from blockradar.classification import Category
+from blockradar.detect.evidence import (
+    S_CALL_ID,
+    S_CALLEE,
+    S_CATEGORY,
+    S_CODE,
+    S_CONFIDENCE,
+    S_PHRASE,
+    S_REDRESS,
+    S_T,
+    Summary,
+    summarize,
+)
 from blockradar.detect.thresholds import CLEAR, FIRE, Threshold
 from blockradar.detect.windows import KeyWindow
-from blockradar.durations import parse_duration
-from blockradar.outcome import CallOutcome, iso
+from blockradar.durations import format_duration, parse_duration
+from blockradar.outcome import iso
 
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
 FIRING = "firing"
 RESOLVED = "resolved"
+NEW = "new"  # a notification's ``change`` for an alert announced for the first time
 
 CONTEXT_LABELS = ("trunk", "connector", "pbx")
 
@@ -71,9 +97,15 @@ class AlertingConfig(BaseModel):
         return value
 
 
-# An evidence entry, recorded by the pipeline per matching outcome (a tuple: cheap, no object):
-# (t, category, confidence, sip_code, sip_phrase, call_id, callee_number, redress)
-EV_T, EV_CATEGORY, EV_CONFIDENCE, EV_CODE, EV_PHRASE, EV_CALL_ID, EV_CALLEE, EV_REDRESS = range(8)
+class Link:
+    """What the lifecycle knows of one PBX link: up or down since when, last proof of life."""
+
+    __slots__ = ("alive_at", "since", "up")
+
+    def __init__(self, up: bool, at: float) -> None:
+        self.up = up
+        self.since = at
+        self.alive_at = at if up else float("-inf")
 
 
 class Alert:
@@ -81,6 +113,8 @@ class Alert:
 
     __slots__ = (
         "attempts",
+        "clear_since",
+        "connectors",
         "evaluated_at",
         "final",
         "fingerprint",
@@ -89,10 +123,12 @@ class Alert:
         "key",
         "kw",
         "labels",
+        "last_seen",
         "matching",
         "notified",
         "resolved_at",
         "scope",
+        "seen_at_fire",
         "started_at",
         "state",
         "threshold",
@@ -116,10 +152,14 @@ class Alert:
         self.notified = False  # an operator has been told it fires
         self.group: AlertGroup | None = None
         self.final: AlertDict | None = None  # frozen content once resolved
+        self.clear_since: float | None = None  # below the resolve bound, on observed time, since
+        self.seen_at_fire = 0  # the key's KeyWindow.seen when it fired: calls counted since
+        self.connectors: set[str] = set()  # the PBX links its matching calls came through
+        self.last_seen: float | None = None  # the newest matching call ever shown
 
 
 class AlertGroup:
-    __slots__ = ("alerts", "key", "labels", "last_sent_at", "next_flush", "notified_firing", "notified_resolved")
+    __slots__ = ("alerts", "key", "labels", "last_sent_at", "next_flush")
 
     def __init__(self, key: str, labels: dict[str, str], next_flush: float) -> None:
         self.key = key
@@ -127,12 +167,15 @@ class AlertGroup:
         self.alerts: dict[str, Alert] = {}
         self.next_flush = next_flush
         self.last_sent_at: float | None = None
-        self.notified_firing: frozenset[str] = frozenset()
-        self.notified_resolved: frozenset[str] = frozenset()
 
 
 def fingerprint_of(threshold: str, scope: Mapping[str, str]) -> str:
     return threshold + "|" + "|".join(f"{k}={v}" for k, v in scope.items())
+
+
+# Given a stored alert row: its threshold, scope key and window in the running pipeline, or None
+# when the threshold is no longer configured (see ``finish_restore``).
+Reopen = Callable[[Mapping[str, Any]], "tuple[Threshold, Any, KeyWindow] | None"]
 
 
 class AlertLifecycle:
@@ -154,7 +197,8 @@ class AlertLifecycle:
         self.on_transition = on_transition
         self.groups: dict[str, AlertGroup] = {}
         self.silences: list[Silence] = []
-        self.down_connectors: set[str] = set()
+        self.links: dict[str, Link] = {}
+        self.down_connectors: set[str] = set()  # mirror of the links that are down (the daemon's fast check)
         self.pending_or_firing = 0
         self.transitions = {FIRING: 0, RESOLVED: 0}
         self.notifications = 0
@@ -168,17 +212,10 @@ class AlertLifecycle:
             self.reload_silences(now=0.0)
 
     # -- evaluation results (called by the pipeline) --------------------------------------
-    def open(self, th: Threshold, key: Any, kw: KeyWindow, t: float, matching: int, attempts: int,
-             outcome: CallOutcome | None) -> Alert:
+    def open(self, th: Threshold, key: Any, kw: KeyWindow, t: float, matching: int, attempts: int) -> Alert:
         """The condition of ``th`` became true for ``key`` at event time ``t``."""
         scope = _scope_dict(th.scope, key)
         labels = {"threshold": th.name, "severity": th.severity, **th.config.labels, **scope}
-        if outcome is not None:
-            for name in CONTEXT_LABELS:
-                if name not in labels:
-                    value = getattr(outcome, name, None)
-                    if value is not None:
-                        labels[name] = str(value)
         fp = fingerprint_of(th.name, scope)
         alert = Alert(th, key, scope, labels, fp, kw, t)
         alert.matching, alert.attempts = matching, attempts
@@ -186,11 +223,9 @@ class AlertLifecycle:
         self.pending_or_firing += 1
         restored = self._restored.pop(fp, None)
         if restored is not None:
-            alert.labels = {**restored.get("labels", {}), **labels}
-            alert.started_at = restored.get("started_at") or t
-            alert.notified = bool(restored.get("notified"))
-            self._fire(alert, restored.get("fired_at") or t, announce=False)
+            self._adopt(alert, restored, t)
         elif th.for_s <= 0:
+            self._take_context(alert, th)
             self._fire(alert, t)
         return alert
 
@@ -206,19 +241,54 @@ class AlertLifecycle:
                 del th.active[alert.key]
                 self.pending_or_firing -= 1
             elif t - alert.started_at >= th.for_s:
+                self._take_context(alert, th)
                 self._fire(alert, t)
-        elif alert.state == FIRING and verdict == CLEAR and not self.inhibited(alert):
+            return
+        if alert.state != FIRING:
+            return
+        if verdict != CLEAR or self.blind(alert):
+            alert.clear_since = None  # still bad, or not watched: the clear timer starts again later
+            return
+        if alert.clear_since is None:
+            alert.clear_since = t
+        if self._may_resolve(alert, th, t, matching):
             self._resolve(alert, t)
+
+    def _may_resolve(self, alert: Alert, th: Threshold, t: float, matching: int) -> bool:
+        clear_since = alert.clear_since
+        assert clear_since is not None
+        back = self.links_back_at(alert)
+        if back > clear_since:  # a link came back after the value fell: the clear timer starts then
+            alert.clear_since = clear_since = back
+        clear_until = clear_since + th.keep_firing_s
+        if t < clear_until:
+            return False
+        if th.is_rate and matching and alert.kw is not None and alert.kw.seen - alert.seen_at_fire < th.min_attempts:
+            return False  # too few calls since it fired to say the rate really fell
+        return self.alive_since(alert, clear_until)
+
+    def _take_context(self, alert: Alert, th: Threshold) -> None:
+        """Context labels from the evidence: every trunk, connector and PBX of the matching calls."""
+        summary = self._summary(alert, th)
+        for name in CONTEXT_LABELS:
+            values = summary.context(name)
+            if name not in alert.labels and values:
+                alert.labels[name] = ",".join(sorted(values))
+        alert.connectors.update(summary.connectors)
+        alert.last_seen = summary.last_seen
 
     def _fire(self, alert: Alert, t: float, *, announce: bool = True) -> None:
         alert.state = FIRING
         alert.fired_at = t
+        alert.clear_since = None
+        if alert.kw is not None:
+            alert.seen_at_fire = alert.kw.seen
         self.transitions[FIRING] += 1
         group = self._group_for(alert, t)
         old = group.alerts.get(alert.fingerprint)
         if old is not None and old is not alert and old.notified:
-            # flapped back before its group was flushed: the operator still sees it as firing
-            alert.notified = alert.notified or alert.fingerprint in group.notified_firing
+            # flapped back before its resolve was announced: the operator still sees it firing
+            alert.notified = True
         group.alerts[alert.fingerprint] = alert
         alert.group = group
         if self.store is None and (self.on_transition is None or not announce):
@@ -227,6 +297,18 @@ class AlertLifecycle:
         self._save(alert, snap)
         if announce and self.on_transition is not None:
             self.on_transition(alert, snap)
+
+    def _adopt(self, alert: Alert, row: Mapping[str, Any], t: float) -> None:
+        """A stored firing alert came back while the windows were rebuilt: keep its identity (labels,
+        so its group), its times and whether it was announced; never page for it again."""
+        alert.labels = {**row.get("labels", {}), **alert.labels}
+        alert.started_at = row.get("started_at") or t
+        alert.notified = bool(row.get("notified"))
+        alert.connectors.update(_split(row.get("labels", {}).get("connector")))
+        alert.last_seen = _epoch((row.get("snapshot") or {}).get("last_seen"))
+        self._fire(alert, row.get("fired_at") or t, announce=False)
+        if alert.kw is not None and alert.threshold is not None:
+            alert.connectors.update(self._summary(alert, alert.threshold).connectors)
 
     def _resolve(self, alert: Alert, t: float) -> None:
         th = alert.threshold
@@ -255,7 +337,7 @@ class AlertLifecycle:
     def active_alerts(self) -> list[Alert]:
         return [a for g in self.groups.values() for a in g.alerts.values() if a.state == FIRING]
 
-    # -- silences and inhibition -------------------------------------------------------------
+    # -- silences -----------------------------------------------------------------------------------
     def add_silence(self, silence: Silence) -> Silence:
         if self.store is not None:
             self.store.add_silence(silence)
@@ -283,26 +365,76 @@ class AlertLifecycle:
                 return s
         return None
 
-    def connector_down(self, name: str) -> None:
-        """Hold alerts that depend on this connector's data until ``connector_up``."""
+    # -- PBX links: what a resolve must rest on ----------------------------------------------------------
+    def connector_down(self, name: str, at: float = float("-inf")) -> None:
+        """This connector is blind from ``at``: alerts on its data neither resolve nor repeat until it is back."""
+        link = self.links.get(name)
+        if link is None:
+            self.links[name] = Link(False, at)
+        elif link.up:
+            link.up, link.since = False, at
         self.down_connectors.add(name)
 
-    def connector_up(self, name: str) -> None:
-        """Release the alerts held for this connector: a group that was looked at while they were held
-        is due again when they would have been (fired + group_wait), not a whole group_interval later."""
-        if name not in self.down_connectors:
-            return
+    def connector_up(self, name: str, at: float = float("-inf")) -> None:
+        link = self.links.get(name)
+        if link is None:
+            self.links[name] = Link(True, at)
+        elif not link.up:
+            link.up, link.since = True, at
+            link.alive_at = max(link.alive_at, at)
         self.down_connectors.discard(name)
-        wait = self.config.group_wait
-        for group in self.groups.values():
-            due = [(a.fired_at if a.fired_at is not None else a.started_at) + wait
-                   for a in group.alerts.values() if a.labels.get("connector") == name]
-            if due:
-                group.next_flush = min(group.next_flush, min(due))
-                self._next_due_stale = True
 
+    def link_alive(self, name: str, at: float) -> None:
+        """The PBX behind this connector proved alive at ``at`` (a frame, a Pong, a probe answer)."""
+        link = self.links.get(name)
+        if link is not None and link.up and at > link.alive_at:
+            link.alive_at = at
+
+    def adopt_links(self, other: AlertLifecycle) -> None:
+        """Take over what another lifecycle knew of the links (a reload builds a new one)."""
+        for name, link in other.links.items():
+            copy = Link(link.up, link.since)
+            copy.alive_at = link.alive_at
+            self.links[name] = copy
+        self.down_connectors = set(other.down_connectors)
+
+    def _connectors(self, alert: Alert) -> set[str]:
+        kw = alert.kw
+        if kw is not None and kw.evidence is not None and not kw.evidence.connectors <= alert.connectors:
+            alert.connectors |= kw.evidence.connectors
+        return alert.connectors
+
+    def blind(self, alert: Alert) -> bool:
+        """True while a link the alert rests on is down: its state is held."""
+        if not self.down_connectors:
+            return False
+        return not self.down_connectors.isdisjoint(self._connectors(alert))
+
+    def links_back_at(self, alert: Alert) -> float:
+        """When the last of the links the alert rests on came (back) up; -inf when none is tracked."""
+        links = self.links
+        back = float("-inf")
+        if links:
+            for name in self._connectors(alert):
+                link = links.get(name)
+                if link is not None and link.since > back:
+                    back = link.since
+        return back
+
+    def alive_since(self, alert: Alert, t: float) -> bool:
+        """Every link the alert rests on is up and proved alive at or after ``t``."""
+        links = self.links
+        if not links:
+            return True
+        for name in self._connectors(alert):
+            link = links.get(name)
+            if link is not None and (not link.up or link.alive_at < t):
+                return False
+        return True
+
+    # kept for callers of the first API
     def inhibited(self, alert: Alert) -> bool:
-        return bool(self.down_connectors) and alert.labels.get("connector") in self.down_connectors
+        return self.blind(alert)
 
     # -- timers ----------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Notification]:
@@ -331,27 +463,34 @@ class AlertLifecycle:
         cfg = self.config
         firing: list[Alert] = []
         resolved: list[Alert] = []
+        held: set[str] = set()
         for alert in group.alerts.values():
-            if self.inhibited(alert) or self.silenced_by(alert.labels, now) is not None:
+            if self.silenced_by(alert.labels, now) is not None:
                 continue
             if alert.state == FIRING:
                 firing.append(alert)
+                if self.blind(alert):
+                    held.add(alert.fingerprint)
             elif alert.state == RESOLVED and alert.notified and cfg.send_resolved:
                 resolved.append(alert)
-        firing_fps = frozenset(a.fingerprint for a in firing)
-        resolved_fps = frozenset(a.fingerprint for a in resolved)
         due = (
-            not firing_fps <= group.notified_firing
-            or (cfg.send_resolved and not resolved_fps <= group.notified_resolved)
-            or (
-                bool(firing_fps)
-                and group.last_sent_at is not None
-                and now - group.last_sent_at >= cfg.repeat_interval
-            )
+            any(not a.notified for a in firing)
+            or bool(resolved)
+            or (bool(firing) and not held and group.last_sent_at is not None
+                and now - group.last_sent_at >= cfg.repeat_interval)
         )
         notification: Notification | None = None
-        if due and (firing or resolved):
-            alerts = [self.snapshot(a) for a in firing] + [a.final or self.snapshot(a) for a in resolved]
+        if due:
+            alerts: list[AlertDict] = []
+            for alert in firing:
+                snap = self.snapshot(alert)
+                snap["change"] = FIRING if alert.notified else NEW
+                snap["held"] = alert.fingerprint in held
+                alerts.append(snap)
+            for alert in resolved:
+                snap = AlertDict(**(alert.final or self.snapshot(alert)))  # type: ignore[typeddict-item]
+                snap["change"] = RESOLVED
+                alerts.append(snap)
             notification = Notification(
                 group_key=group.key,
                 group_labels=dict(group.labels),
@@ -360,16 +499,14 @@ class AlertLifecycle:
                 created_at=now,
             )
             for alert in firing:
-                alert.notified = True
-            group.notified_firing = firing_fps
-            group.notified_resolved = resolved_fps
+                if not alert.notified:
+                    alert.notified = True
+                    self._save(alert, None)
             group.last_sent_at = now
             self.notifications += 1
             self.emit(notification)
-        elif not firing_fps and group.notified_firing:
-            group.notified_firing = frozenset()  # all cleared without a notice (send_resolved off)
         for fp, alert in list(group.alerts.items()):
-            if alert.state == RESOLVED and not self.inhibited(alert):
+            if alert.state == RESOLVED:  # announced now, never seen firing, muted, or not to be announced
                 del group.alerts[fp]
                 if self.store is not None:
                     self._dirty.pop(fp, None)
@@ -381,10 +518,8 @@ class AlertLifecycle:
             if self.store is not None:
                 self.store.delete_group(group.key)
         elif self.store is not None and notification is not None:
-            self.store.save_group(group.key, group.labels, group.last_sent_at, sorted(group.notified_firing),
-                                  sorted(group.notified_resolved))
-            for alert in firing:
-                self._save(alert, None)
+            self.store.save_group(group.key, group.labels, group.last_sent_at,
+                                  sorted(a.fingerprint for a in firing), [])
         return notification
 
     def next_due(self) -> float | None:
@@ -395,50 +530,52 @@ class AlertLifecycle:
         return self._next_due
 
     # -- content ----------------------------------------------------------------------------------
+    def _summary(self, alert: Alert, th: Threshold) -> Summary:
+        kw = alert.kw
+        if kw is None:
+            return Summary()
+        cfg = th.config
+        return summarize(kw.evidence, kw.head, th.window_buckets, cfg.categories, cfg.confidence, cfg.sip_codes)
+
     def snapshot(self, alert: Alert) -> AlertDict:
-        """The content of an alert, JSON-ready."""
+        """The content of an alert, JSON-ready; every figure covers the whole window."""
         th = alert.threshold
         if th is None:
             return alert.final or AlertDict(fingerprint=alert.fingerprint, state=alert.state)
-        kw = alert.kw
-        categories = th.breakdown(kw.totals) if kw is not None else {}
-        codes: dict[str, int] = {}
+        cfg = th.config
+        summary = self._summary(alert, th)
+        if summary.last_seen is not None and (alert.last_seen is None or summary.last_seen > alert.last_seen):
+            alert.last_seen = summary.last_seen
+        resolved = alert.state == RESOLVED
         samples: list[SampleCall] = []
         redress: list[dict[str, Any]] = []
-        seen_contacts: set[tuple[str, ...]] = set()
-        first_seen: float | None = None
-        last_seen: float | None = None
-        horizon = alert.evaluated_at - th.window_s
-        conf = th.config.confidence
-        codes_filter = th.config.sip_codes
-        for ev in (kw.evidence or ()) if kw is not None else ():
-            if ev[EV_T] <= horizon or ev[EV_CATEGORY] not in th.categories:
-                continue
-            if conf is not None and ev[EV_CONFIDENCE] not in conf:
-                continue
-            if codes_filter is not None and ev[EV_CODE] not in codes_filter:
-                continue
-            code = str(ev[EV_CODE]) if ev[EV_CODE] is not None else "none"
-            codes[code] = codes.get(code, 0) + 1
-            if first_seen is None or ev[EV_T] < first_seen:
-                first_seen = ev[EV_T]
-            if last_seen is None or ev[EV_T] > last_seen:
-                last_seen = ev[EV_T]
-            samples.append(SampleCall(call_id=ev[EV_CALL_ID], callee=ev[EV_CALLEE], code=ev[EV_CODE],
-                                      phrase=ev[EV_PHRASE], category=ev[EV_CATEGORY], at=iso(ev[EV_T])))
-            red = ev[EV_REDRESS]
-            if red is not None and red.contacts() and red.contacts() not in seen_contacts:
-                seen_contacts.add(red.contacts())
-                redress.append(red.to_dict())
-        samples = samples[-self.config.samples :] if self.config.samples else []
-        samples.reverse()  # newest first
+        kw = alert.kw
+        if kw is not None and kw.evidence is not None:
+            horizon = (kw.head - th.window_buckets + 1) * th.bucket_s  # start of the window's oldest bucket
+            cats = th.categories
+            conf = cfg.confidence
+            codes = cfg.sip_codes
+            seen_contacts: set[tuple[str, ...]] = set()
+            for s in reversed(kw.evidence.samples):  # newest first
+                if s[S_T] < horizon or s[S_CATEGORY] not in cats:
+                    continue
+                if (conf is not None and s[S_CONFIDENCE] not in conf) or (codes is not None and s[S_CODE] not in codes):
+                    continue
+                if not resolved and len(samples) < self.config.samples:
+                    samples.append(SampleCall(call_id=s[S_CALL_ID], callee=s[S_CALLEE], code=s[S_CODE],
+                                              phrase=s[S_PHRASE], category=s[S_CATEGORY], at=iso(s[S_T])))
+                red = s[S_REDRESS]
+                if red is not None and red.contacts() and red.contacts() not in seen_contacts and len(redress) < 10:
+                    seen_contacts.add(red.contacts())
+                    redress.append(red.to_dict())
         rate = alert.matching / alert.attempts if alert.attempts else None
-        what = {name: self.categories[name].what_to_do for name in th.config.categories
-                if name in self.categories and self.categories[name].what_to_do}
+        what = {} if resolved else {name: self.categories[name].what_to_do for name in cfg.categories
+                                    if name in self.categories and self.categories[name].what_to_do}
         return AlertDict(
             fingerprint=alert.fingerprint,
             threshold=th.name,
-            description=th.config.describe(),
+            kind=alert_kind(alert.scope),
+            description=cfg.describe(),
             severity=th.severity,
             state=alert.state,
             labels=dict(alert.labels),
@@ -447,16 +584,20 @@ class AlertLifecycle:
             attempts=alert.attempts,
             rate=round(rate, 4) if rate is not None else None,
             window_s=th.window_s,
-            categories=categories,
-            sip_codes=codes,
-            first_seen=iso(first_seen),
-            last_seen=iso(last_seen),
+            categories=summary.categories,
+            watched=list(cfg.categories),
+            sip_codes=summary.codes,
+            trunks=summary.trunks,
+            connectors=summary.connectors,
+            first_seen=iso(summary.first_seen),
+            last_seen=iso(alert.last_seen),
             started_at=iso(alert.started_at),
             fired_at=iso(alert.fired_at),
             resolved_at=iso(alert.resolved_at),
             samples=samples,
-            redress=redress[:10],
+            redress=redress,
             what_to_do=what,
+            resolve_rule=_resolve_rule(th),
         )
 
     # -- persistence ------------------------------------------------------------------------------
@@ -489,41 +630,43 @@ class AlertLifecycle:
                 )
 
     def restore(self) -> None:
-        """Load what a previous run notified (groups) and which alerts fired, before a rebuild.
-
-        Then the pipeline replays stored outcomes: an alert that fires again adopts its stored
-        state (no second page); ``finish_restore`` resolves the ones that did not come back.
+        """Load what a previous run knew (groups, firing alerts, resolves not yet announced), before a
+        rebuild. Then the pipeline replays stored outcomes: an alert that fires again adopts its stored
+        state (no second page); ``finish_restore`` keeps the others firing until evidence says otherwise.
         """
         if self.store is None:
             return
         for row in self.store.load_groups():
             group = AlertGroup(row["key"], row["labels"], row["last_sent_at"] or 0.0)
             group.last_sent_at = row["last_sent_at"]
-            group.notified_firing = frozenset(row["notified_firing"])
-            group.notified_resolved = frozenset(row["notified_resolved"])
             self.groups[group.key] = group
             self._next_due_stale = True
         rows = self.store.load_alert_states(FIRING)
-        # resolved and written, but killed before the group announced it: announce it after the restart
-        announced_firing = {fp for g in self.groups.values() for fp in g.notified_firing - g.notified_resolved}
-        rows += [row for row in self.store.load_alert_states(RESOLVED)
-                 if row["notified"] and row["fingerprint"] in announced_firing]
+        # resolved and written, but the process ended before its group announced it: announced after the
+        # restart, once (or, if its calls make it fire again in the rebuild, it continues as announced)
+        rows += [row for row in self.store.load_alert_states(RESOLVED) if row["notified"]]
         self._restored = {row["fingerprint"]: row for row in rows}
 
-    def finish_restore(self, now: float) -> None:
-        for fp, row in self._restored.items():
-            snap = dict(row.get("snapshot") or {})
-            alert = Alert(None, None, dict(snap.get("scope") or {}), dict(row.get("labels") or {}), fp, None,
+    def finish_restore(self, now: float, reopen: Reopen | None = None) -> None:
+        """After the rebuild: a stored firing alert that did not fire again (its calls were not all in the
+        store, or time passed) stays firing on its (re-created) window and resolves only by the rules
+        above, once its links are back; one whose threshold is gone is resolved, saying why."""
+        for row in self._restored.values():
+            if row["state"] == RESOLVED:
+                self._restore_resolved(row, now, resolved_at=row.get("resolved_at") or now)
+                continue
+            found = reopen(row) if reopen is not None else None
+            if found is None:
+                self._restore_resolved(row, now, resolved_at=now)
+                continue
+            th, key, kw = found
+            fp = row["fingerprint"]
+            alert = Alert(th, key, _scope_dict(th.scope, key), dict(row.get("labels") or {}), fp, kw,
                           row.get("started_at") or now)
-            alert.fired_at = row.get("fired_at")
-            alert.notified = bool(row.get("notified"))
-            alert.state = RESOLVED
-            alert.resolved_at = row.get("resolved_at") or now
-            snap.update(state=RESOLVED, resolved_at=iso(alert.resolved_at), fingerprint=fp)
-            alert.final = AlertDict(**snap)  # type: ignore[typeddict-item]
-            group = self._group_for(alert, now)
-            group.alerts.setdefault(fp, alert)
-            self._save(alert, alert.final)
+            alert.matching, alert.attempts = th.values(kw.totals)
+            th.active[key] = alert
+            self.pending_or_firing += 1
+            self._adopt(alert, row, now)
         self._restored = {}
         for group in self.groups.values():  # restored groups: look at them at the next tick
             group.next_flush = min(group.next_flush, now)
@@ -534,12 +677,52 @@ class AlertLifecycle:
                 self.store.delete_group(key)
         self.flush_state()
 
+    def _restore_resolved(self, row: Mapping[str, Any], now: float, *, resolved_at: float) -> None:
+        fp = row["fingerprint"]
+        snap = dict(row.get("snapshot") or {})
+        alert = Alert(None, None, dict(snap.get("scope") or {}), dict(row.get("labels") or {}), fp, None,
+                      row.get("started_at") or now)
+        alert.fired_at = row.get("fired_at")
+        alert.notified = bool(row.get("notified"))
+        alert.state = RESOLVED
+        alert.resolved_at = resolved_at
+        snap.update(state=RESOLVED, resolved_at=iso(resolved_at), fingerprint=fp, samples=[], what_to_do={})
+        alert.final = AlertDict(**snap)  # type: ignore[typeddict-item]
+        group = self._group_for(alert, now)
+        group.alerts.setdefault(fp, alert)
+        self._save(alert, alert.final)
+
+
+def _epoch(text: Any) -> float | None:
+    """An ISO 8601 time from a stored snapshot back to epoch seconds (None when absent or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _split(value: str | None) -> set[str]:
+    return {part for part in (value or "").split(",") if part}
+
 
 def _scope_dict(fields: Iterable[str], key: Any) -> dict[str, str]:
     fields = tuple(fields)
     if len(fields) == 1:
         return {fields[0]: str(key)}
     return {f: str(v) for f, v in zip(fields, key, strict=True)}
+
+
+def _resolve_rule(th: Threshold) -> str:
+    """When this threshold's alert resolves, in words (for the message and the README's rule)."""
+    cfg = th.config
+    keep = format_duration(th.keep_firing_s) if th.keep_firing_s else ""
+    hold = f" for {keep}" if keep else ""
+    if th.is_rate:
+        return (f"below {th.resolve_bound:.1%} of the attempts (at least {th.min_attempts}) in "
+                f"{format_duration(cfg.window)}{hold}, after {th.min_attempts} calls since it fired")
+    return f"below {th.resolve_bound:g} in {format_duration(cfg.window)}{hold}"
 
 
 def alert_event(snap: AlertDict) -> dict[str, Any]:
@@ -551,12 +734,14 @@ def alert_event(snap: AlertDict) -> dict[str, Any]:
         "threshold": snap.get("threshold"),
         "severity": snap.get("severity"),
         "scope": snap.get("scope", {}),
+        "labels": snap.get("labels", {}),
         "count": snap.get("count"),
         "attempts": snap.get("attempts"),
         "rate": snap.get("rate"),
         "window_s": snap.get("window_s"),
         "categories": snap.get("categories", {}),
         "sip_codes": snap.get("sip_codes", {}),
+        "trunks": snap.get("trunks", {}),
         "at": snap.get("resolved_at") if state == RESOLVED else snap.get("fired_at"),
         "redress": snap.get("redress", []),
     }

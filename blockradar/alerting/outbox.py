@@ -1,16 +1,28 @@
-"""Durable delivery: every notification is committed to the store's outbox before any send.
+"""Durable, ordered delivery: every notification is committed to the store's outbox before any send.
 
 ``enqueue`` writes one row per notifier in one transaction (``synchronous=FULL``), so once it
-returns the notification survives a restart or ``kill -9``. One asyncio worker per notifier then
-sends due rows, oldest first, with a per-notifier rate limit (the notifier's ``rate_per_s``) and
-a per-send timeout; a failure that may succeed later is retried with exponential backoff and
-jitter (or after the peer's ``Retry-After``) until the row expires (default 24 h); a permanent
-failure stops at once. A dead or slow notifier only delays its own worker: classification and the
-other notifiers go on. Each row carries an idempotency key (``<notification id>.<notifier>``),
-sent by the webhook notifier as a header, so a crash between a send and its "sent" mark results in
-a repeat a receiver can recognise. The queue is bounded per notifier (``max_pending``): beyond
-it the oldest pending rows are marked ``dropped`` and counted, so a notifier dead for days cannot
-grow the file without limit.
+returns the notification survives a restart or ``kill -9``. One asyncio worker per notifier (an
+*endpoint*) then delivers that notifier's rows **in order**: it only ever sends the oldest pending
+row, so a receiver never gets an older message after a newer one, nor a ``resolved`` before its
+``firing``. A failure that may succeed later pauses the endpoint, not one message: the head row is
+retried with exponential backoff and jitter, or after the peer's ``Retry-After`` (a 429), and
+nothing behind it goes out meanwhile; a permanent failure (a 4xx) marks the row ``failed`` and the
+next one goes. Rows expire (default 24 h). A dead or slow notifier only delays its own worker.
+
+Superseding. A notification carries its alert group's full current state, so when a newer one of a
+group is queued while an older one still waits (the endpoint is failing), the older one is marked
+``superseded`` and the newer one carries what the older would have told: alerts the older announced
+as new stay marked new, resolves it announced are added. An older one is never superseded when the
+newer one resolves (or no longer lists) an alert the older one announced firing: the receiver gets
+the firing first. The row being sent is never touched.
+
+Each row carries an idempotency key (``<notification id>.<notifier>``), sent by the webhook notifier
+as a header, so a crash between a send and its "sent" mark results in a repeat a receiver can
+recognise. The queue is bounded per notifier (``max_pending``): beyond it the oldest pending rows
+are marked ``dropped`` and counted, so a notifier dead for days cannot grow the file without limit.
+
+Logging: an endpoint's first failure is logged (WARNING), further ones are summarised once a
+minute, and its recovery is logged with how long it failed and how many attempts it took.
 """
 
 from __future__ import annotations
@@ -24,12 +36,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from blockradar.alerting.notifiers.base import Notification, Notifier, NotifyError
+from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
 from blockradar.clock import Clock, SystemClock
-from blockradar.durations import parse_duration
+from blockradar.durations import format_duration, parse_duration
 from blockradar.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
+
+
+SUMMARY_EVERY_S = 60.0
+SUPERSEDED = "superseded"
 
 
 class OutboxConfig(BaseModel):
@@ -39,7 +55,7 @@ class OutboxConfig(BaseModel):
 
     expire_after: float = 86_400.0
     backoff_initial: float = 5.0
-    backoff_max: float = 600.0
+    backoff_max: float = 60.0  # an endpoint back from an outage is tried again within a minute
     send_timeout: float = 30.0
     poll_interval: float = 1.0  # the longest a worker sleeps without looking at the table
     max_pending: int = Field(default=10_000, ge=1)  # per notifier; beyond it the oldest are dropped (counted)
@@ -49,6 +65,40 @@ class OutboxConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+
+class _Endpoint:
+    """One notifier's delivery state: what is in flight, and how its current failure streak goes."""
+
+    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "summarised_at")
+
+    def __init__(self) -> None:
+        self.in_flight: int | None = None  # the row id being sent
+        self.failing_since: float | None = None
+        self.attempts = 0  # failed attempts in the current streak
+        self.last_error = ""
+        self.summarised_at = 0.0
+
+
+def merge_into(newer: Notification, older: Notification) -> Notification | None:
+    """``newer`` carrying what ``older`` would have told, or None when ``older`` must go out first
+    (``newer`` resolves, or leaves out, an alert that ``older`` announces firing)."""
+    by_fp = {a.get("fingerprint"): a for a in newer.alerts}
+    alerts = [AlertDict(**a) for a in newer.alerts]  # type: ignore[typeddict-item]
+    merged = {a.get("fingerprint"): a for a in alerts}
+    for alert in older.alerts:
+        fp = alert.get("fingerprint")
+        mine = by_fp.get(fp)
+        if alert.get("state") == "firing":
+            if mine is None or mine.get("state") != "firing":
+                return None
+            if alert.get("change") == "new":
+                merged[fp]["change"] = "new"  # the receiver has not heard of it yet
+        elif mine is None:
+            alerts.append(alert)  # a resolve the receiver has not heard yet
+    status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
+    return Notification(group_key=newer.group_key, group_labels=dict(newer.group_labels), status=status,
+                        alerts=alerts, created_at=newer.created_at, id=newer.id, test=newer.test)
 
 
 class Outbox:
@@ -74,8 +124,10 @@ class Outbox:
         self.rng = rng or random.Random()
         self.on_result = on_result
         self.stats: dict[str, dict[str, int]] = {
-            n.name: {"sent": 0, "retried": 0, "failed": 0, "expired": 0, "dropped": 0} for n in notifiers
+            n.name: {"sent": 0, "retried": 0, "failed": 0, "expired": 0, "dropped": 0, SUPERSEDED: 0}
+            for n in notifiers
         }
+        self._endpoints = {n.name: _Endpoint() for n in notifiers}
         self._events: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,20 +138,46 @@ class Outbox:
         """Commit one row per notifier; returns the row ids. Durable when this returns."""
         now = self.clock.now()
         payload = notification.to_json()
-        ids = self.store.outbox_add(
-            notification.id,
-            [(n.name, notification.idempotency_key(n.name), payload) for n in self.notifiers],
-            now,
-            now + self.config.expire_after,
-        )
-        for n in self.notifiers:
-            dropped = self.store.outbox_drop_oldest(n.name, self.config.max_pending)
-            if dropped:
-                self._count(n.name, "dropped", dropped)
-                log.error("outbox: %s: %d pending notifications dropped (max_pending %d reached)", n.name, dropped,
-                          self.config.max_pending)
+        ids: list[int] = []
+        with self.store.batch():
+            for n in self.notifiers:
+                entry = (n.name, notification.idempotency_key(n.name), payload)
+                added = self.store.outbox_add(notification.id, [entry], now, now + self.config.expire_after,
+                                              group_key=notification.group_key)
+                for row_id in added:  # none when this notification was queued before (idempotent)
+                    self._supersede_older(n.name, notification, row_id)
+                ids += added
+            for n in self.notifiers:
+                dropped = self.store.outbox_drop_oldest(n.name, self.config.max_pending)
+                if dropped:
+                    self._count(n.name, "dropped", dropped)
+                    log.error("outbox: %s: %d pending notifications dropped (max_pending %d reached)", n.name,
+                              dropped, self.config.max_pending)
         self.wake()
         return ids
+
+    def _supersede_older(self, notifier: str, notification: Notification, row_id: int) -> None:
+        """Fold the queued, older messages of the same group into the new one where that is safe."""
+        in_flight = self._endpoints[notifier].in_flight
+        older = [r for r in self.store.outbox_pending_of_group(notifier, notification.group_key, row_id)
+                 if r.id != in_flight]
+        merged = notification
+        folded = []
+        for row in reversed(older):  # newest first: each fold keeps what the receiver has not heard
+            try:
+                previous = Notification.from_json(row.payload)
+            except (ValueError, KeyError, TypeError):
+                break
+            candidate = merge_into(merged, previous)
+            if candidate is None:
+                break  # this one (and everything older) must go out before the new one
+            merged = candidate
+            folded.append(row.id)
+        if not folded:
+            return
+        for old_id in folded:
+            self.store.outbox_supersede(old_id, row_id, merged.to_json())
+        self._count(notifier, SUPERSEDED, len(folded))
 
     def wake(self) -> None:
         """Make the workers look at the table now (safe from any thread)."""
@@ -146,29 +224,32 @@ class Outbox:
         return self.store.outbox_depth()
 
     async def _worker(self, notifier: Notifier) -> None:
-        event = self._events[notifier.name]
+        name = notifier.name
+        event = self._events[name]
+        endpoint = self._endpoints[name]
         loop = asyncio.get_running_loop()
         rate = getattr(notifier, "rate_per_s", None)
         gap = 1.0 / rate if rate else 0.0
         next_send = 0.0
         while not self._stopping:
             now = self.clock.now()
-            rows = self.store.outbox_due(notifier.name, now)
-            if not rows:
-                due = self.store.outbox_next_due(notifier.name)
-                wait = self.config.poll_interval if due is None else min(self.config.poll_interval, max(0.0, due - now))
+            row = self.store.outbox_head(name)
+            if row is None or row.next_attempt_at > now:  # nothing queued, or the endpoint is paused
+                wait = self.config.poll_interval if row is None else min(self.config.poll_interval,
+                                                                         row.next_attempt_at - now)
                 event.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=max(wait, 0.001))
                 continue
-            for row in rows:
-                if self._stopping:
-                    return
-                pause = next_send - loop.time()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                next_send = loop.time() + gap
+            pause = next_send - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            next_send = loop.time() + gap
+            endpoint.in_flight = row.id
+            try:
                 await self._attempt(notifier, row)
+            finally:
+                endpoint.in_flight = None
 
     async def _attempt(self, notifier: Notifier, row: OutboxRow) -> None:
         name = notifier.name
@@ -203,16 +284,44 @@ class Outbox:
         else:
             self.store.outbox_mark_sent(row.id, self.clock.now())
             self._count(name, "sent")
+            self._recovered(name)
 
     def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
+        """Pause the endpoint: its head row is tried again after the peer's wish or our backoff."""
         if retry_after is not None:
             delay = retry_after
         else:
             full = min(self.config.backoff_max, self.config.backoff_initial * (2 ** min(row.attempts, 30)))
             delay = full / 2 + self.rng.uniform(0, full / 2)
-        self.store.outbox_retry(row.id, self.clock.now() + delay, error)
+        now = self.clock.now()
+        self.store.outbox_retry(row.id, now + delay, error)
         self._count(row.notifier, "retried")
-        log.warning("outbox: %s: send failed (%s); retry %d in %.1fs", row.notifier, error, row.attempts + 1, delay)
+        endpoint = self._endpoints[row.notifier]
+        endpoint.attempts += 1
+        endpoint.last_error = error
+        queued = self.store.outbox_depth(row.notifier)
+        if endpoint.failing_since is None:
+            endpoint.failing_since = endpoint.summarised_at = now
+            log.warning("outbox: %s: delivery failing (%s); %d notification(s) wait in order; next try in %.1fs",
+                        row.notifier, error, queued, delay)
+        elif now - endpoint.summarised_at >= SUMMARY_EVERY_S:
+            endpoint.summarised_at = now
+            log.warning("outbox: %s: still failing after %s: %d attempts, last: %s; %d queued; next try in %.1fs",
+                        row.notifier, format_duration(round(now - endpoint.failing_since)), endpoint.attempts,
+                        error, queued, delay)
+        else:
+            log.debug("outbox: %s: send failed (%s); retry %d in %.1fs", row.notifier, error, row.attempts + 1,
+                      delay)
+
+    def _recovered(self, name: str) -> None:
+        endpoint = self._endpoints[name]
+        if endpoint.failing_since is None:
+            return
+        lasted = format_duration(round(self.clock.now() - endpoint.failing_since))
+        log.warning("outbox: %s: delivering again after %s and %d failed attempt(s); %d queued", name, lasted,
+                    endpoint.attempts, self.store.outbox_depth(name))
+        endpoint.failing_since = None
+        endpoint.attempts = 0
 
     def _count(self, notifier: str, result: str, n: int = 1) -> None:
         self.stats[notifier][result] += n

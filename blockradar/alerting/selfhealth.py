@@ -4,12 +4,13 @@ Three conditions, each firing once and resolving once, like any alert:
 
 * ``pbx-link-down``: a connector has not been connected for ``link_down_after``;
 * ``pbx-auth-failing``: a connector's credentials are rejected (wrong secret, ACL) for
-  ``auth_failing_after``;
+  ``auth_failing_after``. One page per cause: while a connector's login is refused, its link-down
+  page is held (it neither fires nor resolves), so a wrong password pages once;
 * ``config-reload-failed``: a SIGHUP reload found a bad rule or config file (the old rules keep
   running) until a later reload succeeds.
 
-It also drives inhibition: the pipeline is told when a connector goes down or comes back, so
-alerts built on that connector's data are held while it is blind.
+It also tells the alert lifecycle when a connector goes down or comes back, so alerts built on that
+connector's data are held (neither resolved nor repeated) while it is blind.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.connectors.base import ConnectorHealth, LinkState
+from blockradar.durations import format_duration
 from blockradar.outcome import iso
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,8 @@ WHAT_TO_DO = {
     "pbx-link-down": "Check that the PBX is running and that its AMI/ESL port accepts blockradar "
                      "(manager.conf / event_socket.conf.xml, firewall, ACL). Blocks are not being watched.",
     "pbx-auth-failing": "The PBX rejects blockradar's credentials: check the username/secret (AMI) or the "
-                        "password and ACL (ESL) in both configs. Retries are slowed down meanwhile.",
+                        "password and ACL (ESL) in both configs, then reload blockradar (SIGHUP) to retry at "
+                        "once; meanwhile it retries every auth_backoff. Blocks are not being watched.",
     "config-reload-failed": "Fix the file named in the log and reload again (SIGHUP); the previous rules and "
                             "thresholds keep running until then.",
 }
@@ -39,6 +42,7 @@ class _Condition:
     since: float | None = None
     firing: bool = False
     detail: str = ""
+    fired_at: float | None = None
 
 
 class SelfHealth:
@@ -67,9 +71,11 @@ class SelfHealth:
             detail = f"{health.pbx} connector {health.name} is {health.state}"
             if health.last_error:
                 detail += f": {health.last_error}"
-            self._judge("pbx-link-down", health.name, not connected, self.link_down_after, now, detail)
-            self._judge("pbx-auth-failing", health.name, health.state == LinkState.AUTH_FAILED,
-                        self.auth_failing_after, now, detail)
+            refused = health.auth_failing or health.state == LinkState.AUTH_FAILED
+            self._judge("pbx-auth-failing", health.name, refused and not connected, self.auth_failing_after, now,
+                        detail)
+            self._judge("pbx-link-down", health.name, not connected, self.link_down_after, now, detail,
+                        held=refused)
 
     def reload_failed(self, error: str, now: float) -> None:
         self._judge("config-reload-failed", "config", True, 0.0, now, error)
@@ -77,14 +83,18 @@ class SelfHealth:
     def reload_ok(self, now: float) -> None:
         self._judge("config-reload-failed", "config", False, 0.0, now, "")
 
-    def _judge(self, kind: str, subject: str, bad: bool, after: float, now: float, detail: str) -> None:
+    def _judge(self, kind: str, subject: str, bad: bool, after: float, now: float, detail: str, *,
+               held: bool = False) -> None:
+        """``held``: another condition of the same subject is the cause being paged; this one neither
+        fires nor resolves meanwhile (its timer keeps running)."""
         condition = self._conditions.setdefault((kind, subject), _Condition())
         if bad:
             if condition.since is None:
                 condition.since = now
             condition.detail = detail
-            if not condition.firing and now - condition.since >= after:
+            if not condition.firing and not held and now - condition.since >= after:
                 condition.firing = True
+                condition.fired_at = now
                 log.error("self-alert %s on %s: %s", kind, subject, detail)
                 self._emit(self._notification(kind, subject, "firing", condition, now))
         else:
@@ -97,28 +107,28 @@ class SelfHealth:
     @staticmethod
     def _notification(kind: str, subject: str, state: str, condition: _Condition, now: float) -> Notification:
         scope = {"connector": subject} if kind != "config-reload-failed" else {"config": subject}
+        resolved = state == "resolved"
+        if resolved:
+            lasted = format_duration(round(now - (condition.since or now)))
+            detail = (f"{subject}: fixed after {lasted}" if kind == "config-reload-failed"
+                      else f"connector {subject} is connected again, after {lasted}")
+        else:
+            detail = condition.detail
         alert: AlertDict = {
             "fingerprint": f"self/{kind}/{subject}",
             "threshold": f"blockradar-{kind}",
-            "description": condition.detail,
+            "kind": "self",
+            "description": detail,
+            "detail": detail,
             "severity": "critical" if kind != "config-reload-failed" else "warning",
             "state": state,
+            "change": state if resolved else "new",
             "labels": {"alertname": kind, **scope},
             "scope": scope,
-            "count": 0,
-            "attempts": 0,
-            "rate": None,
-            "window_s": 0.0,
-            "categories": {},
-            "sip_codes": {},
-            "first_seen": iso(condition.since),
-            "last_seen": iso(now),
             "started_at": iso(condition.since),
-            "fired_at": iso(condition.since),
-            "resolved_at": iso(now) if state == "resolved" else None,
-            "samples": [],
-            "redress": [],
-            "what_to_do": {kind: WHAT_TO_DO[kind]},
+            "fired_at": iso(condition.fired_at or condition.since),
+            "resolved_at": iso(now) if resolved else None,
+            "what_to_do": {} if resolved else {kind: WHAT_TO_DO[kind]},
         }
         return Notification(group_key=f"self/{kind}/{subject}", group_labels={"alertname": kind, **scope},
                             status=state, alerts=[alert], created_at=now)

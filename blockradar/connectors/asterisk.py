@@ -1,13 +1,16 @@
 """The Asterisk connector: keeps one AMI session alive and turns its events into CallOutcomes.
 
 Owns the AMI transport: connect (plain or TLS), Login, waiting for ``FullyBooted``, liveness
-(Ping with a deadline), reconnect with jittered exponential backoff, and the health snapshot.
+(a Ping every ``ping_interval`` with a ``ping_timeout`` deadline, so a hung PBX is found within a few
+seconds), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
+health snapshot.
 panoramisk (pinned 1.4) does the action side: ``Action`` objects, ActionIDs, matching responses
 to futures. Its reconnect loop, pinger, event dispatch and per-chunk decoding are NOT used; they
 carry the defects listed in shared/reference/panoramisk-greenswitch-study.md §2.3a:
 
 * P-1 a raising callback kills the connection -> outcomes go to the sink inside try/except;
-* P-3 silent auth-failure loop -> ``LinkState.AUTH_FAILED``, logged once, long backoff;
+* P-3 silent auth-failure loop -> ``LinkState.AUTH_FAILED``, logged once, retried every ``auth_backoff``
+  (default 30 s) or at once on ``retry_now()`` (SIGHUP);
 * P-4 Pong never checked -> our own Ping with a deadline; no Pong -> abort and reconnect;
 * P-5 fixed reconnect delay, ``close()`` does not stop it -> our supervisor task owns retries;
 * P-6 UTF-8 split across reads -> bytes go through ``ami_wire`` (frame first, then decode);
@@ -25,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -37,7 +39,7 @@ from panoramisk.message import Message
 
 from blockradar.clock import Clock, EventTimeGuard, SystemClock
 from blockradar.connectors.ami_calls import AmiCallTracker, AmiEventPipeline, LiveEventTime
-from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink
+from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink, RedialSchedule
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
 
@@ -65,13 +67,13 @@ class AsteriskConfig:
     ca_file: str | None = None  # None with tls: the system CA store
     server_name: str | None = None  # TLS server name (SNI + certificate check); default: host
     events: str = "system,call,dialplan,user"
-    ping_interval: float = 10.0
-    ping_timeout: float = 5.0
+    ping_interval: float = 2.0
+    ping_timeout: float = 3.0
     connect_timeout: float = 10.0
     login_timeout: float = 10.0  # Asterisk waits 1 s before it says "Authentication failed"
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    auth_backoff: float = 300.0
+    backoff_initial: float = 0.25
+    backoff_max: float = 1.0  # while the PBX is away, try at least this often
+    auth_backoff: float = 30.0
     call_ttl: float = 4 * 3600.0  # a leg with no event for this long is dropped (counted)
     clock_skew_tolerance: float = 5.0
     trunks: frozenset[str] | None = None  # endpoint names that are trunks; None: every SIP leg
@@ -227,6 +229,9 @@ class AsteriskConnector:
         self._protocol: _AmiProtocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._retry = asyncio.Event()
+        self._redial = RedialSchedule(config.backoff_initial, max(config.backoff_max, config.backoff_initial),
+                                      config.auth_backoff)
         self._booted: asyncio.Event | None = None
         self._session_logged_in = False
         self._shutdown_restart: bool | None = None
@@ -259,6 +264,10 @@ class AsteriskConnector:
             self._task = None
         self._set_state(LinkState.STOPPED)
 
+    def retry_now(self) -> None:
+        """Cut short the wait before the next connect attempt (SIGHUP: "I fixed the secret")."""
+        self._retry.set()
+
     def health(self) -> ConnectorHealth:
         h = self._health
         pipe = self._pipeline.stats
@@ -278,6 +287,8 @@ class AsteriskConnector:
             clock_skewed=self._guard.skewed,
             outcomes=tstats.outcomes,
             last_error=h.last_error,
+            last_error_at=h.last_error_at,
+            auth_failing=h.auth_failing,
             extra={
                 "open_calls": self._tracker.open_legs,
                 "duplicates": tstats.duplicates,
@@ -299,13 +310,13 @@ class AsteriskConnector:
         self._health.set_state(state, self._clock.now(), error)
 
     async def _supervise(self) -> None:
-        delay = self.config.backoff_initial
+        redial = self._redial
         while not self._closing.is_set():
             self._set_state(LinkState.CONNECTING)
             self._shutdown_restart = None
-            logged_in = False
             try:
-                logged_in = await self._session()
+                if await self._session():
+                    redial.reset()  # it was up: the loss is retried after the shortest delay
                 wait_state = LinkState.BACKING_OFF
             except AmiAuthError:
                 wait_state = LinkState.AUTH_FAILED
@@ -323,19 +334,19 @@ class AsteriskConnector:
                 self._protocol = None
             if self._closing.is_set():
                 break
-            if wait_state == LinkState.AUTH_FAILED:
-                wait = self.config.auth_backoff
-                delay = self.config.backoff_initial
-            else:
-                if logged_in:
-                    delay = self.config.backoff_initial
-                if self._shutdown_restart is False:
-                    delay = self.config.backoff_max  # "core stop": the PBX is not coming back soon
-                wait = delay * (0.8 + 0.4 * random.random())
-                delay = min(delay * 2, self.config.backoff_max)
+            wait = redial.auth_delay() if wait_state == LinkState.AUTH_FAILED else redial.next_delay()
             self._set_state(wait_state)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), wait)
+            await self._pause(wait)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before the next attempt; ``close()`` and ``retry_now()`` cut it short."""
+        self._retry.clear()
+        waiters = {asyncio.ensure_future(self._closing.wait()), asyncio.ensure_future(self._retry.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _session(self) -> bool:
         """One connection, from connect to loss. Returns whether Login succeeded."""
@@ -390,7 +401,7 @@ class AsteriskConnector:
         message = "".join(ch if ch.isprintable() else "?" for ch in message[:80])  # network text
         text = (
             f"AMI login refused by {self.config.where()} for user {self.config.username!r}: "
-            f"{message}; retrying every {self.config.auth_backoff:g} s"
+            f"{message}; retrying every {self.config.auth_backoff:g} s and on reload (SIGHUP)"
         )
         if self._auth_failures == 1:
             log.error("%s: %s (check the username and secret in the config)", self.name, text)
@@ -505,7 +516,7 @@ class AsteriskConnector:
             self._shutdowns += 1
             self._shutdown_restart = event.get("Restart", "").lower() == "true"
             log.warning(
-                "%s: PBX announced shutdown (%s, Restart: %s); reconnecting with backoff",
+                "%s: PBX announced shutdown (%s, Restart: %s); trying it again every second",
                 self.name,
                 event.get("Shutdown", "?"),
                 self._shutdown_restart,

@@ -9,6 +9,7 @@ must not block.
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +27,7 @@ class LinkState(enum.StrEnum):
     CONNECTING = "connecting"
     AUTHENTICATING = "authenticating"
     CONNECTED = "connected"
-    AUTH_FAILED = "auth_failed"  # wrong credentials / ACL rejection: long backoff, alert
+    AUTH_FAILED = "auth_failed"  # wrong credentials / ACL rejection: retried every auth_backoff, alert
     BACKING_OFF = "backing_off"  # waiting before the next connect attempt
     STOPPED = "stopped"
 
@@ -48,16 +49,25 @@ class ConnectorHealth:
     expired_calls: int = 0  # call state that timed out without a hangup (e.g. lost in a gap)
     clock_skewed: int = 0  # events whose PBX time was replaced by receive time
     outcomes: int = 0  # call outcomes produced
-    last_error: str | None = None  # a short, secret-free description
+    last_error: str | None = None  # why the link is not up, short and secret-free; None while it is up
+    last_error_at: float | None = None  # when the last error happened (kept after recovery, for history)
+    auth_failing: bool = False  # the last login was refused, until one is accepted (one page per cause)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def set_state(self, state: LinkState, now: float, error: str | None = None) -> None:
-        """Move to ``state`` (``state_since`` changes only on a real change); keep ``error`` if given."""
+        """Move to ``state`` (``state_since`` changes only on a real change); keep ``error`` if given.
+        CONNECTED clears ``last_error`` (``last_error_at`` stays) and ``auth_failing``."""
         if self.state != state:
             self.state = state
             self.state_since = now
         if error is not None:
             self.last_error = error
+            self.last_error_at = now
+        if state == LinkState.AUTH_FAILED:
+            self.auth_failing = True
+        elif state == LinkState.CONNECTED:
+            self.last_error = None
+            self.auth_failing = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,9 +75,44 @@ class ConnectorHealth:
         return data
 
 
+class RedialSchedule:
+    """When a connector tries its PBX again. Every second blind is calls lost, and a TCP connect to a
+    PBX that is not listening yet costs nothing, so while a link is down it is retried at least every
+    ``ceiling`` seconds (default 1): first after ``initial``, doubling up to the ceiling, jittered
+    downward only (never later than the ceiling, and never in lockstep with other daemons). A PBX
+    announcing a shutdown is no reason to wait longer: it may be back in a second. After an
+    authentication failure it waits ``auth_retry`` (a wrong secret rarely fixes itself within a
+    second, and the PBX logs every refusal) unless the daemon is told to retry at once (SIGHUP)."""
+
+    def __init__(self, initial: float = 0.25, ceiling: float = 1.0, auth_retry: float = 30.0,
+                 rng: random.Random | None = None) -> None:
+        if initial <= 0 or ceiling < initial or auth_retry <= 0:
+            raise ValueError("0 < initial <= ceiling and auth_retry > 0 are required")
+        self.initial = initial
+        self.ceiling = ceiling
+        self.auth_retry = auth_retry
+        self._rng = rng or random.Random()
+        self._delay = initial
+
+    def reset(self) -> None:
+        """The link came up: the next loss is retried after ``initial`` again."""
+        self._delay = self.initial
+
+    def next_delay(self) -> float:
+        """Seconds before the next connect attempt after a failed one or a lost link."""
+        delay = self._delay
+        self._delay = min(delay * 2, self.ceiling)
+        return delay * (0.75 + 0.25 * self._rng.random())
+
+    def auth_delay(self) -> float:
+        self.reset()
+        return self.auth_retry
+
+
 class Connector(Protocol):
     """The interface the daemon drives. ``start`` returns once the connector runs in the
-    background (it connects and reconnects by itself); ``close`` stops it and waits."""
+    background (it connects and reconnects by itself); ``close`` stops it and waits;
+    ``retry_now`` cuts short any wait before the next connect attempt (SIGHUP after a fixed secret)."""
 
     name: str
     pbx: str
@@ -75,5 +120,7 @@ class Connector(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def retry_now(self) -> None: ...
 
     def health(self) -> ConnectorHealth: ...

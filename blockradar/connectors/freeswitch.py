@@ -7,19 +7,23 @@ Owns the transport (shared/reference/panoramisk-greenswitch-study.md §3, §5): 
 * One dedicated ``threading.Thread`` runs its own gevent hub; nothing is monkey-patched. gevent
   is imported here, at module import, which must happen in the main thread (a first import in a
   worker makes that worker gevent's "main" thread).
-* A fresh ``InboundESL`` per connection (greenswitch G6); reconnect after any loss with jittered
-  exponential backoff; the subscription (``event plain|json <events> HEARTBEAT``) and every
-  ``filter`` are re-sent on every connect. With filters, ``filter Event-Name HEARTBEAT`` is added,
-  or the filters would drop the heartbeats (lifecycle fixture F5/F5b).
+* A fresh ``InboundESL`` per connection (greenswitch G6); reconnect after any loss at least every
+  second while FreeSWITCH is away (``RedialSchedule``); the subscription (``event plain|json
+  <events> HEARTBEAT``) and every ``filter`` are re-sent on every connect. With filters, ``filter
+  Event-Name HEARTBEAT`` is added, or the filters would drop the heartbeats (lifecycle fixture F5/F5b).
 * greenswitch defects, fixed where they bite: our reader replaces its reader and event queue, so
   EOF mid-body ends the connection instead of spinning (G1), a reset marks it dead (G2), there is
   no internal queue to lose on close (G3) and no second greenlet to leak (G4); every command and
   the whole connect/auth has a timeout (G5); the disconnect-notice body is read by its length and
   frames after it are still parsed (F3, where stock greenswitch crashed).
-* Liveness: no frame at all (FreeSWITCH sends HEARTBEAT every 20 s) for
-  ``heartbeat_liveness_s`` -> reconnect.
+* Liveness: an active probe, ``api status`` every ``probe_interval_s`` with a ``probe_timeout_s``
+  deadline, finds a hung FreeSWITCH (SIGSTOP, a deadlocked core) within a few seconds; no frame at
+  all for ``heartbeat_liveness_s`` (FreeSWITCH sends HEARTBEAT every 20 s) also reconnects. Every
+  byte received is proof of life (``ConnectorHealth.last_event_at``), which the alert lifecycle
+  needs before it lets an alert resolve.
 * ``-ERR invalid`` and ``text/rude-rejection`` -> ``LinkState.AUTH_FAILED`` with a clear
-  ``last_error`` (never the password) and ``auth_backoff_s`` before the next try.
+  ``last_error`` (never the password) and ``auth_backoff_s`` before the next try (or at once on
+  ``retry_now()``, which the daemon calls on SIGHUP).
 * Outcomes cross to the asyncio loop in batches: a bounded deque plus one
   ``loop.call_soon_threadsafe`` per batch. A full deque drops and counts; the reader never blocks.
 * ``close()`` stops the thread and joins it (a live gevent thread at interpreter exit segfaulted
@@ -49,7 +53,7 @@ import gevent.event
 from greenswitch.esl import ESLEvent, InboundESL, NotConnectedError
 
 from blockradar.clock import Clock, EventTimeGuard, SystemClock
-from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink
+from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink, RedialSchedule
 from blockradar.connectors.esl_calls import (
     DEFAULT_DEDUP_SIZE,
     HEARTBEAT_EVENT,
@@ -97,10 +101,11 @@ class FreeswitchConfig:
     event_format: str = "plain"  # "plain" (default, cheapest) or "json"
     filters: tuple[str, ...] = ()  # ESL "filter <header> <value>" lines, e.g. "Call-Direction outbound"
     heartbeat_liveness_s: float = 60.0  # no frame at all for this long -> reconnect
-    backoff_min_s: float = 0.5
-    backoff_max_s: float = 30.0
-    backoff_reset_after_s: float = 10.0  # a connection that lived this long resets the backoff
-    auth_backoff_s: float = 300.0  # wrong password / ACL: it will not fix itself soon
+    probe_interval_s: float = 2.0  # "api status" this often while connected (0: no probe)
+    probe_timeout_s: float = 3.0  # no answer within this -> FreeSWITCH presumed hung, reconnect
+    backoff_min_s: float = 0.25
+    backoff_max_s: float = 1.0  # while FreeSWITCH is away, try it at least this often
+    auth_backoff_s: float = 30.0  # wrong password / ACL: retried this often (and on SIGHUP)
     connect_timeout_s: float = 5.0  # TCP connect + auth/request + auth reply
     command_timeout_s: float = 5.0  # any command reply
     stop_timeout_s: float = 5.0  # how long close() waits for the link thread
@@ -171,11 +176,13 @@ class HardenedInboundESL(InboundESL):
         command_timeout: float,
         on_frame: Callable[[EslFrame], None],
         on_authenticating: Callable[[], None] | None = None,
+        on_bytes: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(host, port, password, timeout=connect_timeout)
         self.command_timeout = command_timeout
         self._on_frame = on_frame
         self._on_authenticating = on_authenticating
+        self._on_bytes = on_bytes
         self.framer = EslFramer()
         self.rejected = False  # text/rude-rejection (ACL)
         self.notice = False  # text/disconnect-notice seen (close is coming)
@@ -222,6 +229,8 @@ class HardenedInboundESL(InboundESL):
                 if not data:
                     self.failure = self.failure or "connection closed by the server"
                     break
+                if self._on_bytes is not None:
+                    self._on_bytes()
                 for frame in self.framer.feed(data):
                     self._dispatch(frame)
         except EslProtocolError as exc:
@@ -379,6 +388,10 @@ class FreeswitchConnector:
         )
         self._health = ConnectorHealth(name=config.name, pbx=PBX, state_since=self._clock.now())
         self._stop = threading.Event()
+        self._retry = threading.Event()
+        self._redial = RedialSchedule(config.backoff_min_s, config.backoff_max_s, config.auth_backoff_s, self._rng)
+        self._probes = 0
+        self._probe_timeouts = 0
         self._thread: threading.Thread | None = None
         self._handoff: OutcomeHandoff | None = None
         self._last_frame = time.monotonic()
@@ -411,6 +424,10 @@ class FreeswitchConnector:
             self._handoff.drain()  # what the reader produced before it stopped is not lost (G3)
         self._set_state(LinkState.STOPPED)
 
+    def retry_now(self) -> None:
+        """Cut short the wait before the next connect attempt (SIGHUP: "I fixed the password")."""
+        self._retry.set()
+
     def _stop_at_exit(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -426,6 +443,8 @@ class FreeswitchConnector:
         snapshot.outcomes = stats.outcomes
         snapshot.extra.update(
             heartbeats=self._heartbeats,
+            probes=self._probes,
+            probe_timeouts=self._probe_timeouts,
             truncated_frames=self._truncated,
             duplicates=stats.duplicates,
             legs_ignored=stats.legs_ignored,
@@ -464,21 +483,24 @@ class FreeswitchConnector:
             hub.destroy(destroy_loop=True)
 
     def _sleep(self, seconds: float) -> None:
-        """Interruptible by close(); keeps the hub running."""
+        """Interruptible by close() and retry_now(); keeps the hub running."""
         end = time.monotonic() + seconds
-        while not self._stop.is_set():
+        self._retry.clear()
+        while not self._stop.is_set() and not self._retry.is_set():
             left = end - time.monotonic()
             if left <= 0:
                 return
             gevent.sleep(min(_POLL_S, left))
 
-    def _jittered(self, delay: float) -> float:
-        return delay * (0.75 + 0.5 * self._rng.random())
+    def _alive(self) -> None:
+        """Bytes arrived (reader greenlet): the PBX is alive now."""
+        self._last_frame = time.monotonic()
+        self._health.last_event_at = self._clock.now()
 
     def _supervise(self) -> None:
         cfg = self.config
         where = f"{cfg.host}:{cfg.port}"
-        delay = cfg.backoff_min_s
+        redial = self._redial
         while not self._stop.is_set():
             esl = HardenedInboundESL(
                 cfg.host,
@@ -488,6 +510,7 @@ class FreeswitchConnector:
                 command_timeout=cfg.command_timeout_s,
                 on_frame=self._on_frame,
                 on_authenticating=lambda: self._set_state(LinkState.AUTHENTICATING),
+                on_bytes=self._alive,
             )
             self._set_state(LinkState.CONNECTING)
             try:
@@ -501,20 +524,24 @@ class FreeswitchConnector:
                     self._failures_in_row += 1
                     message = f"{where}: {exc}"
                     self._set_state(LinkState.AUTH_FAILED, message)
-                    log.error("%s: ESL %s; next try in %.0f s", self.name, message, cfg.auth_backoff_s)
-                    self._sleep(cfg.auth_backoff_s)
+                    level = logging.ERROR if self._failures_in_row == 1 else logging.DEBUG
+                    log.log(level, "%s: ESL %s; retrying every %.0f s and on reload (SIGHUP)", self.name, message,
+                            cfg.auth_backoff_s)
+                    self._sleep(redial.auth_delay())
                     continue
+                delay = redial.next_delay()
                 self._connect_failed(where, exc, delay)
-                self._sleep(self._jittered(delay))
-                delay = min(delay * 2, cfg.backoff_max_s)
+                self._sleep(delay)
                 continue
 
+            if self._failures_in_row:
+                log.info("%s: ESL connected again after %d failed attempt(s)", self.name, self._failures_in_row)
             self._failures_in_row = 0
             self._health.connects += 1
             if self._health.connects > 1:
                 self._health.reconnects += 1
-            self._last_frame = time.monotonic()
-            connected_at = time.monotonic()
+            self._alive()
+            redial.reset()
             self._set_state(LinkState.CONNECTED)
             log.info("%s: ESL connected to %s (%s)", self.name, where, cfg.subscription())
             reason = self._watch(esl)
@@ -522,13 +549,10 @@ class FreeswitchConnector:
             self._count_wire(esl)
             if self._stop.is_set():
                 break
-            if time.monotonic() - connected_at >= cfg.backoff_reset_after_s:
-                delay = cfg.backoff_min_s
-            wait = self._jittered(delay)
+            wait = redial.next_delay()
             self._set_state(LinkState.BACKING_OFF, f"{where}: {reason}")
             log.warning("%s: ESL connection lost (%s); reconnecting in %.1f s", self.name, reason, wait)
             self._sleep(wait)
-            delay = min(delay * 2, cfg.backoff_max_s)
 
     def _connect_and_subscribe(self, esl: HardenedInboundESL) -> None:
         cfg = self.config
@@ -563,13 +587,32 @@ class FreeswitchConnector:
             self._wire_errors += 1
 
     def _watch(self, esl: HardenedInboundESL) -> str:
-        """Wait while the connection is good; return why it is not any more."""
-        liveness = self.config.heartbeat_liveness_s
+        """Wait while the connection is good, probing it; return why it is not any more."""
+        cfg = self.config
+        liveness = cfg.heartbeat_liveness_s
+        next_probe = time.monotonic() + cfg.probe_interval_s
+        probe: gevent.Greenlet[Any] | None = None
+        probe_sent = 0.0
         while not self._stop.is_set():
             if esl.closed.wait(timeout=_POLL_S):
                 return esl.failure or "connection closed"
-            if liveness and time.monotonic() - self._last_frame > liveness:
+            now = time.monotonic()
+            if liveness and now - self._last_frame > liveness:
                 return f"no HEARTBEAT or other frame for {liveness:g} s"
+            if probe is not None and probe.ready():
+                if not probe.successful() and not esl.closed.is_set():
+                    return f"the status probe failed: {type(probe.exception).__name__}"
+                probe = None
+            if probe is not None and now - probe_sent > cfg.probe_timeout_s:
+                self._probe_timeouts += 1
+                probe.kill(block=False)
+                return f"no answer to 'api status' within {cfg.probe_timeout_s:g} s: FreeSWITCH presumed hung"
+            if probe is None and cfg.probe_interval_s and now >= next_probe:
+                self._probes += 1
+                probe_sent = now
+                next_probe = now + cfg.probe_interval_s
+                # the reply is matched by order; a late one after a kill ends the connection anyway
+                probe = gevent.spawn(esl.send, "api status", cfg.probe_timeout_s + 1.0)
         return "stopped"
 
     def _connect_failed(self, where: str, exc: BaseException, delay: float) -> None:

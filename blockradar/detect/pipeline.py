@@ -8,9 +8,11 @@ outcome, not ten. A threshold is looked at only when its window holds a matching
 alert is live for the key. Everything is driven by event time (``ended_at``, else ``started_at``,
 else the newest event time seen, counted in ``untimed``); ``tick(now)`` advances live alerts and group timers.
 
-Per matching outcome a compact evidence tuple is kept on the key (the last ``evidence_max``), for
-the alert's sample calls, SIP-code breakdown, first/last seen and redress contacts; SIP-code
-counts are therefore over at most the last ``evidence_max`` matching calls of the window.
+Per matching outcome the key's evidence (``evidence.py``) counts its category, confidence, SIP
+code, trunk and connector in the same time bucket as the counters, and keeps it as a sample (the
+last ``evidence_max``): an alert's figures (per category, per SIP code, per trunk, first and last
+seen) therefore cover its whole window and add up to its matching count; only the sample calls and
+redress contacts are a bounded list.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any, Protocol
 from blockradar.alerting.lifecycle import FIRING, Alert, AlertingConfig, AlertLifecycle
 from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.classification import Category, Classification
+from blockradar.detect.evidence import KeyEvidence
 from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdConfig
-from blockradar.detect.windows import DEFAULT_MAX_KEYS, WindowSet
+from blockradar.detect.windows import DEFAULT_MAX_KEYS, KeyWindow, WindowSet
 from blockradar.outcome import CallOutcome
 
 EVICT_EVERY = 4096  # outcomes between idle-key sweeps
@@ -46,7 +49,7 @@ ThresholdPlan = tuple[Threshold, dict[Any, Alert], tuple[int, ...], int, bool, f
 class ThresholdGroup:
     """Thresholds sharing a scope and a bucket size, and their WindowSet."""
 
-    __slots__ = ("cols_by_cat", "filtered_by_cat", "getter", "horizon_s", "multi", "scope", "thresholds",
+    __slots__ = ("cols_by_cat", "filtered_by_cat", "getter", "multi", "scope", "thresholds",
                  "touched_by_cat", "untouched", "windows")
 
     def __init__(self, scope: tuple[str, ...], bucket_s: float, configs: list[tuple[int, ThresholdConfig]],
@@ -65,7 +68,6 @@ class ThresholdGroup:
                 if sig not in signals:
                     signals.append(sig)
         columns = 1 + len(signals)
-        self.horizon_s = max(windows)  # evidence older than this is in no window of the group
         self.windows = WindowSet(bucket_s, windows, columns, max_keys=max_keys, late_tolerance_s=late_tolerance_s)
         cols: dict[str, list[int]] = {}
         filtered: dict[str, list[tuple[int, tuple[str, ...] | None, tuple[int, ...] | None]]] = {}
@@ -86,7 +88,8 @@ class ThresholdGroup:
                        tuple(cfg.sip_codes) if cfg.sip_codes else None)
                 offsets.append(w * columns + 1 + signals.index(sig))
                 names.append(cat)
-            self.thresholds.append(Threshold(index, cfg, w * columns, tuple(offsets), tuple(names)))
+            self.thresholds.append(Threshold(index, cfg, w * columns, tuple(offsets), tuple(names),
+                                             self.windows.window_length_buckets(w)))
         # An outcome that adds to a threshold's signals may make it fire; one that does not can only
         # lower a rate or lift the attempts over min_attempts, which matters only for rate thresholds
         # and for counts with a min_attempts. Live alerts of the others are re-judged by tick().
@@ -148,7 +151,7 @@ class Pipeline:
         self.groups = [ThresholdGroup(scope, bucket, items, max_keys, late_tolerance_s)
                        for (scope, bucket), items in by_group.items()]
         self._plan = [(g.getter, g.multi, g.cols_by_cat, g.filtered_by_cat, g.windows.add, g.touched_by_cat,
-                       g.untouched, g.horizon_s, g) for g in self.groups]
+                       g.untouched, g.windows.bucket_s, g.windows.n_buckets, g) for g in self.groups]
         self.notifications: deque[Notification] = deque(maxlen=keep_notifications)
         self.notifications_dropped = 0
         self._emit = emit or self._keep
@@ -181,7 +184,8 @@ class Pipeline:
         self.processed += 1
         category = cls.category
         lifecycle = self.lifecycle
-        for getter, multi, cols_by_cat, filtered_by_cat, add, touched_by_cat, untouched, horizon_s, group in self._plan:
+        for getter, multi, cols_by_cat, filtered_by_cat, add, touched_by_cat, untouched, bucket_s, n_buckets, group \
+                in self._plan:
             key = getter(outcome)
             if key is None or (multi and None in key):
                 continue
@@ -194,21 +198,18 @@ class Pipeline:
             if cols:
                 ev = kw.evidence
                 if ev is None:
-                    kw.evidence = ev = []
-                else:
-                    if len(ev) >= self.evidence_max:
-                        del ev[0]
-                    while ev and ev[0][0] <= t - horizon_s:  # out of every window: dead weight
-                        del ev[0]
-                ev.append((t, category, cls.confidence, outcome.sip_code, outcome.sip_phrase, outcome.call_id,
-                           outcome.callee_number, outcome.redress))
+                    kw.evidence = ev = KeyEvidence(self.evidence_max)
+                confidence = cls.confidence
+                code = outcome.sip_code
+                trunk = outcome.trunk
+                ev.add(int(t // bucket_s), kw.head - n_buckets + 1, t,
+                       (category, confidence, code, trunk, outcome.connector, outcome.pbx),
+                       (t, category, confidence, code, outcome.sip_phrase, outcome.call_id, outcome.callee_number,
+                        outcome.redress, trunk))
                 todo = touched_by_cat[category]
             elif kw.evidence is None:
                 continue  # nothing matching ever counted for this key: no threshold can fire or clear
             else:
-                ev = kw.evidence
-                while ev and ev[0][0] <= t - horizon_s:  # out of every window: dead weight
-                    del ev[0]
                 todo = untouched
             totals = kw.totals
             for th, active, offsets, attempts_at, is_rate, bound, min_attempts, resolve_bound in todo:
@@ -226,7 +227,7 @@ class Pipeline:
                     if attempts < min_attempts:
                         continue
                     if (matching >= bound * attempts) if is_rate else (matching >= bound):
-                        lifecycle.open(th, key, kw, t, matching, attempts, outcome)
+                        lifecycle.open(th, key, kw, t, matching, attempts)
                 else:
                     attempts = totals[attempts_at]
                     if alert.kw is not kw:
@@ -240,6 +241,7 @@ class Pipeline:
                         if holds:
                             alert.matching = matching
                             alert.attempts = attempts
+                            alert.clear_since = None
                             if t > alert.evaluated_at:
                                 alert.evaluated_at = t
                             continue
@@ -294,20 +296,35 @@ class Pipeline:
         return self.lifecycle.tick(now)
 
     # -- health and restarts --------------------------------------------------------------------
-    def connector_down(self, name: str) -> None:
-        self.lifecycle.connector_down(name)
+    def connector_down(self, name: str, at: float = float("-inf")) -> None:
+        self.lifecycle.connector_down(name, at)
 
-    def connector_up(self, name: str) -> None:
-        self.lifecycle.connector_up(name)
+    def connector_up(self, name: str, at: float = float("-inf")) -> None:
+        self.lifecycle.connector_up(name, at)
 
     def rebuild(self, outcomes: Iterable[CallOutcome], now: float) -> int:
         """At start: restore alert/group state from the store, replay stored outcomes into the windows,
-        resolve restored alerts that did not come back, and flush. Nothing already sent is sent again."""
+        keep restored alerts that did not come back firing on their windows (they resolve by the usual
+        rules, once their PBX links are back), and flush. Nothing already sent is sent again."""
         self.lifecycle.restore()
         n = self.process_many(outcomes)
-        self.lifecycle.finish_restore(now)
+        self.lifecycle.finish_restore(now, self._reopen)
         self.tick(now)
         return n
+
+    def _reopen(self, row: Any) -> tuple[Threshold, Any, KeyWindow] | None:
+        """A stored alert's threshold, scope key and window (created empty when its calls are gone)."""
+        labels = row.get("labels") or {}
+        for group in self.groups:
+            for th in group.thresholds:
+                if th.name != row.get("threshold"):
+                    continue
+                if any(f not in labels for f in th.scope):
+                    return None  # the threshold now counts something else
+                values = tuple(int(labels[f]) if f == "sip_code" else labels[f] for f in th.scope)
+                key = values[0] if len(values) == 1 else values
+                return th, key, group.windows.ensure(key, self.watermark)
+        return None
 
     def stats(self) -> dict[str, Any]:
         windows = {"+".join(g.scope) + f"@{g.windows.bucket_s:g}s": g.windows.stats() for g in self.groups}

@@ -10,6 +10,11 @@ For rates the resolve check divides by ``max(attempts, min_attempts)``: an empty
 (no calls any more) therefore resolves, and a quiet key with one blocked call out of two does not
 stay "50 % blocked" forever.
 
+When a firing alert may resolve is the alert lifecycle's business (``alerting/lifecycle.py``): the
+value must stay below the resolve bound for ``keep_firing_for`` (Prometheus' name; default one
+bucket, ``window / 12``) of time in which the PBX links it rests on were up, and a rate alert also
+needs ``min_attempts`` calls since it fired (or a window with no matching call left).
+
 ``DEFAULT_THRESHOLDS`` are the shipped defaults; each carries its reason in ``description``.
 """
 
@@ -49,11 +54,12 @@ class ThresholdConfig(BaseModel):
     min_attempts: int = Field(default=1, ge=1)
     for_: float = Field(default=0.0, alias="for")
     resolve: float | None = Field(default=None, ge=0)  # resolve bound (count or rate); default half
+    keep_firing_for: float | None = None  # how long the value must stay below it; default one bucket
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
     summary: str | None = None  # one line for humans; default built from the fields
 
-    @field_validator("window", "for_", "bucket", mode="before")
+    @field_validator("window", "for_", "bucket", "keep_firing_for", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
@@ -78,6 +84,8 @@ class ThresholdConfig(BaseModel):
             raise ValueError("bucket must be > 0 and <= window")
         if self.resolve is not None and self.resolve >= self.firing_bound:
             raise ValueError("resolve must be below the firing bound (hysteresis)")
+        if self.keep_firing_for is not None and not 0 <= self.keep_firing_for <= self.window:
+            raise ValueError("keep_firing_for must be between 0 and the window")
         return self
 
     @property
@@ -91,6 +99,10 @@ class ThresholdConfig(BaseModel):
     @property
     def bucket_s(self) -> float:
         return self.bucket if self.bucket is not None else self.window / DEFAULT_BUCKETS_PER_WINDOW
+
+    @property
+    def keep_firing_s(self) -> float:
+        return self.keep_firing_for if self.keep_firing_for is not None else self.bucket_s
 
     def describe(self) -> str:
         """A one-line human description: ``>= 3 analytics_block per caller_number in 1h``."""
@@ -117,19 +129,22 @@ class Threshold:
     """A compiled threshold: where its numbers live in a WindowSet, and how they are judged.
 
     ``offsets`` index into ``KeyWindow.totals`` (the window's base already added); ``attempts_at``
-    is the attempts column of its window. ``active`` maps scope key -> the live alert (owned by
-    the alert lifecycle) so the hot path needs one dict lookup, no tuple.
+    is the attempts column of its window, ``window_buckets`` its length in buckets and ``bucket_s``
+    the bucket size (to sum the evidence of the same buckets). ``active`` maps scope key -> the live
+    alert (owned by the alert lifecycle) so the hot path needs one dict lookup, no tuple.
     """
 
     __slots__ = (
         "active",
         "attempts_at",
         "bound",
+        "bucket_s",
         "categories",
         "config",
         "for_s",
         "index",
         "is_rate",
+        "keep_firing_s",
         "min_attempts",
         "name",
         "offsets",
@@ -137,11 +152,12 @@ class Threshold:
         "scope",
         "severity",
         "signal_names",
+        "window_buckets",
         "window_s",
     )
 
     def __init__(self, index: int, config: ThresholdConfig, attempts_at: int, offsets: tuple[int, ...],
-                 signal_names: tuple[str, ...]) -> None:
+                 signal_names: tuple[str, ...], window_buckets: int = 1) -> None:
         self.index = index
         self.config = config
         self.name = config.name
@@ -157,6 +173,9 @@ class Threshold:
         self.attempts_at = attempts_at
         self.offsets = offsets
         self.signal_names = signal_names  # category name per offset, for the alert's breakdown
+        self.window_buckets = window_buckets
+        self.bucket_s = config.bucket_s
+        self.keep_firing_s = config.keep_firing_s
         self.active: dict[Any, Any] = {}
 
     def values(self, totals: list[int]) -> tuple[int, int]:

@@ -27,7 +27,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blockradar.detect.evidence import KeyEvidence
 
 DEFAULT_MAX_KEYS = 200_000
 
@@ -35,13 +38,14 @@ DEFAULT_MAX_KEYS = 200_000
 class KeyWindow:
     """The counters of one scope key. ``totals[w*C + c]`` is column ``c`` over window ``w``."""
 
-    __slots__ = ("evidence", "head", "ring", "totals")
+    __slots__ = ("evidence", "head", "ring", "seen", "totals")
 
     def __init__(self, head: int, ring_len: int, totals_len: int) -> None:
         self.head = head
         self.ring = [0] * ring_len
         self.totals = [0] * totals_len
-        self.evidence: list[Any] | None = None  # owned by the pipeline: recent matching outcomes
+        self.seen = 0  # outcomes ever counted for this key (monotonic): "attempts since" an alert fired
+        self.evidence: KeyEvidence | None = None  # owned by the pipeline: the matching calls, per bucket
 
 
 class WindowSet:
@@ -113,6 +117,17 @@ class WindowSet:
     def window_length_buckets(self, window_index: int) -> int:
         return self._lengths[window_index]
 
+    def ensure(self, key: Hashable, t: float) -> KeyWindow:
+        """The key's counters, created empty at ``t`` if it has none (an alert restored after a restart
+        whose calls are no longer in the store still needs a window to be judged on)."""
+        kw = self._keys.get(key)
+        if kw is None:
+            if len(self._keys) >= self.max_keys:
+                self._keys.popitem(last=False)
+                self.lru_evicted += 1
+            kw = self._keys[key] = KeyWindow(int(t // self.bucket_s), self._ring_len, self._totals_len)
+        return kw
+
     def counts(self, key: Hashable, window_index: int = 0, at: float | None = None) -> list[int]:
         """The columns of one window for a key (zeros when unknown), optionally advanced to ``at``."""
         kw = self._keys.get(key)
@@ -144,6 +159,7 @@ class WindowSet:
             base = (b % self.n_buckets) * self.columns
             ring[base] += 1
             totals[0] += 1
+            kw.seen += 1
             for c in cols:
                 ring[base + c] += 1
                 totals[c] += 1
@@ -166,6 +182,7 @@ class WindowSet:
                 if age >= self.n_buckets:
                     self.too_old += 1
                     return None
+        kw.seen += 1
         C = self.columns
         ring = kw.ring
         totals = kw.totals

@@ -34,25 +34,43 @@ class AlertDict(TypedDict, total=False):
 
     fingerprint: str
     threshold: str
+    kind: str  # number | trunk | scope | self: which message template renders it (``alert_kind``)
     description: str
     severity: str
     state: str  # firing | resolved
+    change: str  # in a notification: new | firing (announced before) | resolved
+    held: bool  # firing, but a PBX link it rests on is down: its state is frozen until the link is back
     labels: dict[str, str]
     scope: dict[str, str]
     count: int  # matching outcomes in the window
     attempts: int
     rate: float | None
     window_s: float
-    categories: dict[str, int]
-    sip_codes: dict[str, int]
+    categories: dict[str, int]  # matching calls per category, whole window
+    watched: list[str]  # the categories the threshold counts
+    sip_codes: dict[str, int]  # matching calls per SIP code, whole window (adds up to count)
+    trunks: dict[str, int]  # matching calls per trunk, whole window
+    connectors: dict[str, int]  # matching calls per connector, whole window
     first_seen: str | None
     last_seen: str | None
     started_at: str | None
     fired_at: str | None
     resolved_at: str | None
+    resolve_rule: str  # when it resolves, in words
     samples: list[SampleCall]
     redress: list[dict[str, Any]]
     what_to_do: dict[str, str]
+    detail: str  # self-alerts: what is wrong, in words
+
+
+def alert_kind(scope: dict[str, str]) -> str:
+    """Which template an alert gets: a calling number, a trunk, or another scope."""
+    fields = set(scope)
+    if fields == {"caller_number"}:
+        return "number"
+    if fields == {"trunk"}:
+        return "trunk"
+    return "scope"
 
 
 @dataclass(slots=True)
@@ -86,28 +104,10 @@ class Notification:
 
     def title(self) -> str:
         """``CRITICAL analytics blocks on +15557650003 via carrier-c`` (plain text, may hold network text;
-        every renderer escapes it for its medium)."""
-        prefix = "TEST " if self.test else ""
-        state = "RESOLVED " if self.status == "resolved" else ""
-        alerts = self.firing or self.alerts
-        if not alerts:
-            return f"{prefix}{state}no alerts"
-        cats: list[str] = []
-        for a in alerts:
-            cats += [c for c in a.get("categories", {}) if c not in cats]
-        what = _what(cats or [str(alerts[0].get("threshold", "alert"))])
-        scopes = {tuple(a.get("scope", {}).items()) for a in alerts}
-        if len(scopes) == 1:
-            scope = dict(next(iter(scopes)))
-            where = ", ".join(scope.values()) or "-"
-            via = self.group_labels.get("trunk") or alerts[0].get("labels", {}).get("trunk")
-            on = f" on {where}" + (f" via {via}" if via and "trunk" not in scope else "")
-        else:
-            kinds = {k for a in alerts for k in a.get("scope", {})}
-            noun = "numbers" if kinds == {"caller_number"} else "scopes"
-            trunk = self.group_labels.get("trunk")
-            on = f" on {len(scopes)} {noun}" + (f" via {trunk}" if trunk else "")
-        return f"{prefix}{state}{self.severity().upper()} {what}{on}"
+        every renderer escapes it for its medium). See ``wording.title``."""
+        from blockradar.alerting.notifiers.wording import title
+
+        return title(self)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -140,14 +140,6 @@ class Notification:
             id=data["id"],
             test=bool(data.get("test")),
         )
-
-
-def _what(categories: list[str]) -> str:
-    """``analytics blocks`` from category names (``analytics_block`` -> words, plural when alone)."""
-    words = [c.replace("_", " ") for c in categories]
-    if len(words) == 1:
-        return words[0] if words[0].endswith("s") else words[0] + "s"
-    return "/".join(words)
 
 
 class NotifyError(Exception):

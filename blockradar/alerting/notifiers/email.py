@@ -10,6 +10,7 @@ part escapes everything with ``html.escape``.
 from __future__ import annotations
 
 import html
+import re
 import ssl
 from email import policy
 from email.message import EmailMessage
@@ -27,9 +28,10 @@ from blockradar.alerting.notifiers.base import (
     SecretValue,
     one_line,
 )
-from blockradar.durations import format_duration
+from blockradar.alerting.notifiers.wording import facts, redress_line, redress_parts, sample_line, state_line
 
 SUBJECT_PREFIX = "[blockradar]"
+_SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
 # RFC 5322 allows 998-character lines; folding at 78 made Python start the subject on a continuation line
 _POLICY = policy.SMTP.clone(max_line_length=998)
 
@@ -61,26 +63,16 @@ def subject_of(notification: Notification) -> str:
 
 
 def _alert_text(alert: AlertDict) -> list[str]:
+    """One alert as text lines: its state, what it watches, the facts for its kind, samples, redress, what to do."""
     o = one_line
-    rate = alert.get("rate")
-    lines = [
-        f"{o(alert.get('threshold'))} [{o(alert.get('severity'))}] {o(alert.get('state'))}",
-        f"  {o(alert.get('description', ''))}",
-        "  scope: " + ", ".join(f"{o(k)}={o(v)}" for k, v in alert.get("scope", {}).items()),
-        f"  trunk: {o(alert.get('labels', {}).get('trunk', '-'))}",
-        f"  matching/attempts: {alert.get('count', 0)}/{alert.get('attempts', 0)}"
-        + (f" ({rate:.0%})" if rate is not None else "")
-        + f" in {format_duration(float(alert.get('window_s', 0)))}",
-        "  categories: " + o(", ".join(f"{k}: {v}" for k, v in alert.get("categories", {}).items()) or "-"),
-        "  SIP codes: " + o(", ".join(f"{k}: {v}" for k, v in alert.get("sip_codes", {}).items()) or "-"),
-        f"  first/last seen: {o(alert.get('first_seen') or '-')} / {o(alert.get('last_seen') or '-')}",
-    ]
-    for s in alert.get("samples", []):
-        lines.append(f"  call {o(s.get('call_id'))} to {o(s.get('callee') or '-')}: {o(s.get('code') or '-')} "
-                     f"{o(s.get('phrase') or '')}")
-    for r in alert.get("redress", []):
-        contact = " ".join(o(r[k]) for k in ("url", "tel", "email") if r.get(k))
-        lines.append(f"  redress: {contact}" + (f" (blocked at {o(r['location'])})" if r.get("location") else ""))
+    lines = [o(state_line(alert), 300)]
+    if alert.get("kind") != "self" and alert.get("description"):
+        lines.append(f"  {o(alert.get('description', ''), 300)}")
+    lines += [f"  {label}: {o(value, 300)}" for label, value in facts(alert)]
+    for sample in alert.get("samples", []):
+        lines.append(f"  call {o(sample_line(dict(sample)), 300)}")
+    for entry in alert.get("redress", []):
+        lines.append(f"  redress: {o(redress_line(entry), 500)}")
     for cat, todo in alert.get("what_to_do", {}).items():
         lines.append(f"  what to do ({o(cat)}): {o(todo, 500)}")
     return lines
@@ -96,15 +88,45 @@ def render_text(notification: Notification) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _html_link(url: str) -> str:
+    """A link only for a plain https URL; anything else is shown as escaped text."""
+    h = html.escape
+    if _SAFE_URL.fullmatch(url):
+        return f'<a href="{h(url, quote=True)}">{h(url)}</a>'
+    return h(url)
+
+
+def _alert_html(alert: AlertDict) -> str:
+    h = html.escape
+    o = one_line
+    parts = [f"<h3>{h(o(state_line(alert), 300))}</h3>"]
+    if alert.get("kind") != "self" and alert.get("description"):
+        parts.append(f"<p>{h(o(alert.get('description', ''), 300))}</p>")
+    rows = "".join(f"<tr><th align=\"left\">{h(label)}</th><td>{h(o(value, 300))}</td></tr>"
+                   for label, value in facts(alert))
+    parts.append(f"<table>{rows}</table>")
+    samples = alert.get("samples", [])
+    if samples:
+        parts.append("<p>Sample calls:</p><ul>" + "".join(f"<li>{h(o(sample_line(dict(s)), 300))}</li>"
+                                                         for s in samples) + "</ul>")
+    redress = alert.get("redress", [])
+    if redress:
+        items = []
+        for entry in redress:
+            bits = [(_html_link(v) if k == "url" else h(o(v, 200))) for k, v in redress_parts(entry)]
+            items.append("<li>" + " | ".join(bits) + "</li>")
+        parts.append("<p>Redress (the carrier's contacts):</p><ul>" + "".join(items) + "</ul>")
+    for cat, todo in alert.get("what_to_do", {}).items():
+        parts.append(f"<p><b>What to do ({h(o(cat))}):</b> {h(o(todo, 500))}</p>")
+    return "".join(parts)
+
+
 def render_html(notification: Notification) -> str:
     h = html.escape
     parts = [f"<h2>{h(one_line(notification.title(), 300))}</h2>"]
     if notification.test:
         parts.append("<p><b>This is a test message from blockradar notify-test; nothing is being blocked.</b></p>")
-    for alert in notification.alerts:
-        lines = _alert_text(alert)
-        parts.append(f"<h3>{h(lines[0])}</h3><ul>" + "".join(f"<li>{h(line.strip())}</li>" for line in lines[1:])
-                     + "</ul>")
+    parts += [_alert_html(alert) for alert in notification.alerts]
     parts.append(f"<p style=\"color:#888\">notification id {h(notification.id)}</p>")
     return "<html><body>" + "".join(parts) + "</body></html>"
 

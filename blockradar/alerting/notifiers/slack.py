@@ -30,7 +30,7 @@ from blockradar.alerting.notifiers.base import (
     one_line,
 )
 from blockradar.alerting.notifiers.http import HttpPoster
-from blockradar.durations import format_duration
+from blockradar.alerting.notifiers.wording import facts, redress_parts, state_line
 from blockradar.secret import mask_url
 
 MAX_BLOCKS = 50
@@ -71,49 +71,28 @@ def _field(title: str, value: str) -> MarkdownTextObject:
 
 def alert_blocks(alert: AlertDict) -> list[Any]:
     e = mrkdwn_escape
-    scope = ", ".join(f"{e(k)}={e(v)}" for k, v in alert.get("scope", {}).items()) or "-"
-    state = alert.get("state", "firing")
-    icon = ":white_check_mark:" if state == "resolved" else ":rotating_light:"
-    head = (f"{icon} *{e(alert.get('threshold', ''))}* ({e(alert.get('severity', ''))}, {e(state)})\n"
-            f"{e(alert.get('description', ''))}")
-    rate = alert.get("rate")
-    fields = [
-        _field("Scope", scope),
-        _field("Trunk", e(alert.get("labels", {}).get("trunk", "-"))),
-        _field("Matching / attempts", f"{alert.get('count', 0)} / {alert.get('attempts', 0)}"
-               + (f" ({rate:.0%})" if rate is not None else "")),
-        _field("Window", e(format_duration(float(alert.get("window_s", 0))))),
-        _field("Categories", e(", ".join(f"{k}: {v}" for k, v in alert.get("categories", {}).items()) or "-")),
-        _field("SIP codes", e(", ".join(f"{k}: {v}" for k, v in alert.get("sip_codes", {}).items()) or "-")),
-        _field("First / last seen", f"{e(alert.get('first_seen') or '-')} / {e(alert.get('last_seen') or '-')}"),
-    ]
-    if state == "resolved":
-        fields.append(_field("Resolved", e(alert.get("resolved_at") or "-")))
+    resolved = alert.get("state") == "resolved"
+    icon = ":white_check_mark:" if resolved else (":pause_button:" if alert.get("held") else ":rotating_light:")
+    head = f"{icon} *{e(state_line(alert))}*"
+    if alert.get("kind") != "self" and alert.get("description"):
+        head += f"\n{e(alert.get('description', ''))}"
+    fields = [_field(label, e(value)) for label, value in facts(alert)]
     blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=_cut(head, MAX_TEXT)), fields=fields[:MAX_FIELDS])]
     samples = alert.get("samples", [])
     if samples:
-        lines = [
-            f"`{e(s.get('call_id', ''))}` to {e(s.get('callee') or '-')}: {e(s.get('code') or '-')} "
-            f"{e(s.get('phrase') or '')}"
-            for s in samples[:5]
-        ]
+        lines = [f"`{e(s.get('call_id', ''))}` to {e(s.get('callee') or '-')}: {e(s.get('code') or '-')} "
+                 f"{e(s.get('phrase') or '')}" for s in samples[:5]]
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cut("Sample calls:\n" + "\n".join(lines),
                                                                            MAX_TEXT))]))
     redress = alert.get("redress", [])
     if redress:
+        labels = {"tel": "tel ", "email": "email ", "id": "id ", "location": "blocked at "}
         parts = []
-        for r in redress[:5]:
-            bits = []
-            if r.get("url"):
-                bits.append(safe_link(r.get("url"), "redress request"))
-            if r.get("tel"):
-                bits.append(e(r.get("tel")))
-            if r.get("email"):
-                bits.append(e(r.get("email")))
-            if r.get("location"):
-                bits.append(f"(blocked at {e(r.get('location'))})")
-            parts.append(" ".join(bits))
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut("*Redress:* " + " | ".join(parts), MAX_TEXT))))
+        for entry in redress[:5]:
+            bits = [safe_link(value, "redress request") if key == "url" else labels[key] + e(value)
+                    for key, value in redress_parts(entry)]
+            parts.append(" | ".join(bits))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut("*Redress:* " + "\n".join(parts), MAX_TEXT))))
     todo = alert.get("what_to_do", {})
     if todo:
         elements = [MarkdownTextObject(text=_cut(f"*{e(k)}:* {e(v)}", MAX_TEXT)) for k, v in todo.items()]
