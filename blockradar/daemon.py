@@ -12,8 +12,10 @@ Lifecycle:
 * One truth on disk: buffered outcomes, the alert states they changed and the notifications they
   caused are committed in one transaction (``_commit``), so ``kill -9`` can lose the last second of
   outcomes only together with what they caused, never leave an alert without its evidence.
-* ``reload()`` (SIGHUP): re-read the config file; a bad rule or threshold keeps the old ones
-  running, logs why and raises a self-alert; a good one is swapped in atomically.
+* ``reload()`` (SIGHUP): every connector waiting to retry its PBX retries at once (the operator may
+  just have fixed a password on the PBX side); then re-read the config file: a bad rule or threshold
+  keeps the old ones running, logs why and raises a self-alert; a good one is swapped in atomically,
+  and a connector whose settings changed (a corrected secret) is restarted with them.
 * ``stop()`` (SIGTERM/SIGINT): stop connectors, write what is buffered, flush the outbox for a
   bounded time, close everything.
 """
@@ -94,6 +96,7 @@ class Daemon:
         self.sink_errors = 0
         self._pending: list[tuple[CallOutcome, Classification]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
 
     # ------------------------------------------------------------------------------------ start
@@ -245,6 +248,8 @@ class Daemon:
         now = self.clock.now()
         self.last_reload["at"] = now
         assert self.selfhealth is not None and self.store is not None
+        for connector in self.connectors:
+            connector.retry_now()
         try:
             loaded = load_config(self.loaded.path)
             ruleset = load_ruleset(loaded.config.rules)
@@ -256,10 +261,11 @@ class Daemon:
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
             self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
             return False
-        for key in ("connectors", "notifiers", "store", "http"):
+        for key in ("notifiers", "store", "http"):
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
+        self._reload_connectors(loaded.config.connectors)
         old = self.pipeline
         assert old is not None
         self._commit(old.lifecycle.flush_state)  # the new pipeline rebuilds from what is on disk
@@ -277,6 +283,34 @@ class Daemon:
         log.info("reloaded: %d rules, %d thresholds", len(ruleset.rules), len(thresholds))
         return True
 
+    def _reload_connectors(self, specs: Sequence[Any]) -> None:
+        """Restart the connectors whose settings changed; adding or removing one takes a restart."""
+        current = {spec.name: spec for spec in self.config.connectors}
+        wanted = {spec.name: spec for spec in specs}
+        if set(current) != set(wanted):
+            log.warning("reload: connectors added or removed (%s); that takes a restart",
+                        ", ".join(sorted(set(current) ^ set(wanted))))
+        changed = [wanted[name] for name in current if name in wanted and wanted[name] != current[name]]
+        if not changed:
+            return
+        self.config = self.config.model_copy(update={"connectors": [
+            wanted.get(spec.name, spec) for spec in self.config.connectors]})
+        for spec in changed:
+            log.info("reload: connector %s has new settings; reconnecting with them", spec.name)
+            task = asyncio.get_running_loop().create_task(self._replace_connector(spec),
+                                                          name=f"replace-connector:{spec.name}")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _replace_connector(self, spec: Any) -> None:
+        for index, connector in enumerate(self.connectors):
+            if connector.name == spec.name:
+                await connector.close()
+                fresh = make_connector(spec, self._sink, self.clock)
+                self.connectors[index] = fresh
+                await fresh.start()
+                return
+
     # ----------------------------------------------------------------------------------- stop
 
     async def stop(self, flush_s: float = SHUTDOWN_FLUSH_S) -> bool:
@@ -285,6 +319,8 @@ class Daemon:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         results = await asyncio.gather(*(c.close() for c in self.connectors), return_exceptions=True)
         for connector, result in zip(self.connectors, results, strict=True):
             if isinstance(result, Exception):
@@ -329,7 +365,8 @@ class Daemon:
                 "events": health.events, "outcomes": health.outcomes, "reconnects": health.reconnects,
                 "parse_errors": health.parse_errors, "dropped": health.dropped,
                 "expired_calls": health.expired_calls, "clock_skewed": health.clock_skewed,
-                "last_error": health.last_error,
+                "last_error": health.last_error, "last_error_at": health.last_error_at,
+                "auth_failing": health.auth_failing,
             })
         report = {
             "connectors": connectors,

@@ -88,3 +88,21 @@ def test_outbox_rows_lifecycle(tmp_path):
         store.outbox_finish(email.id, "failed", "auth refused")
         assert store.outbox_depth() == 0
         assert [(r.status, r.attempts) for r in store.outbox_rows()] == [("sent", 2), ("failed", 1)]
+
+
+def test_a_version_1_store_is_migrated_and_its_queue_keeps_its_groups(tmp_path):
+    path = tmp_path / "v1.db"
+    from blockradar.store import _SCHEMA_V1
+
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA_V1 + "PRAGMA user_version=1;")
+    db.execute("INSERT INTO outbox(notification_id, notifier, idempotency_key, payload, status, created_at, "
+               "next_attempt_at, expires_at) VALUES ('n1', 'slack', 'n1.slack', ?, 'pending', 1, 1, 2)",
+               ('{"group_key": "{threshold=\'x\'}", "alerts": []}',))
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        (row,) = store.outbox_rows()
+        assert row.group_key == "{threshold='x'}"
+        assert store.outbox_head("slack").id == row.id

@@ -543,13 +543,15 @@ class AlertLifecycle:
         if th is None:
             return alert.final or AlertDict(fingerprint=alert.fingerprint, state=alert.state)
         cfg = th.config
+        kw = alert.kw
+        if kw is not None:  # the counters as they are now (another threshold may have moved the key on)
+            alert.matching, alert.attempts = th.values(kw.totals)
         summary = self._summary(alert, th)
         if summary.last_seen is not None and (alert.last_seen is None or summary.last_seen > alert.last_seen):
             alert.last_seen = summary.last_seen
         resolved = alert.state == RESOLVED
         samples: list[SampleCall] = []
         redress: list[dict[str, Any]] = []
-        kw = alert.kw
         if kw is not None and kw.evidence is not None:
             horizon = (kw.head - th.window_buckets + 1) * th.bucket_s  # start of the window's oldest bucket
             cats = th.categories

@@ -23,10 +23,14 @@ What each connection does after Login is a ``Session`` (the i-th connection play
 * ``shutdown``: after the stream, send ``Event: Shutdown`` (``Restart: True``/``False``) and close,
   as ``core restart now`` / ``core stop now`` do;
 * ``refuse_login``: fail the login whatever the secret (for "the secret was changed" scenarios);
-* ``fully_booted``: False = no ``FullyBooted`` after Login (a user whose ``read=`` lacks ``system``).
+* ``fully_booted``: False = no ``FullyBooted`` after Login (a user whose ``read=`` lacks ``system``);
+* ``frame_gap``: seconds to wait after each complete frame (a PBX producing calls over time).
 
 ``stop_listening()`` / ``listen_again()`` close and reopen the listening socket on the same port
-(connects are refused in between, as while Asterisk restarts). The server records what it saw:
+(connects are refused in between, as while Asterisk restarts). ``freeze()`` / ``thaw()`` play a hung
+Asterisk (``kill -STOP``): open connections get nothing (no Pong, no event) and nothing they send is
+read, new connections are accepted by the kernel but get no banner, until ``thaw()``. ``secret`` may be
+changed while it runs (a password changed on the PBX side). The server records what it saw:
 ``logins`` (username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
 
 Usage::
@@ -78,6 +82,7 @@ class Session:
     shutdown: bool | None = None  # None: no Shutdown; True/False: the Restart: value
     refuse_login: bool = False
     fully_booted: bool = True  # False: as for a user whose read= lacks the system class
+    frame_gap: float = 0.0  # seconds between frames
 
 
 @dataclass
@@ -104,6 +109,17 @@ class AmiServer:
     _server: asyncio.base_events.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _running: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self._running.set()
+
+    def freeze(self) -> None:
+        """Hang like a stopped process: nothing is read or written until ``thaw``."""
+        self._running.clear()
+
+    def thaw(self) -> None:
+        self._running.set()
 
     async def __aenter__(self) -> AmiServer:
         await self.start()
@@ -163,6 +179,7 @@ class AmiServer:
         streamer: asyncio.Task[None] | None = None
         lock = asyncio.Lock()  # replies go out between frames, never inside a streamed frame
         try:
+            await self._running.wait()
             writer.write(BANNER)
             await writer.drain()
             buffer = b""
@@ -170,6 +187,7 @@ class AmiServer:
                 data = await reader.read(65536)
                 if not data:
                     return
+                await self._running.wait()
                 buffer += data
                 *actions, buffer = buffer.split(b"\r\n\r\n")
                 for raw in actions:
@@ -223,12 +241,18 @@ class AmiServer:
     async def _stream(self, session: Session, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
         data = session.stream if session.cut_at is None else session.stream[: session.cut_at]
         sizes = list(session.chunk_sizes) or [len(data) or 1]
+        if session.frame_gap and not session.chunk_sizes:  # one frame per write, the gap between them
+            sizes = [len(frame) + 4 for frame in data.split(b"\r\n\r\n")[:-1]] or sizes
         pos = 0
         i = 0
         try:
             await lock.acquire()
             try:
                 while pos < len(data):
+                    if not self._running.is_set():
+                        lock.release()
+                        await self._running.wait()
+                        await lock.acquire()
                     size = max(1, sizes[i % len(sizes)])
                     writer.write(data[pos : pos + size])
                     pos += size
@@ -236,7 +260,7 @@ class AmiServer:
                     await writer.drain()
                     if data[max(0, pos - 4) : pos] == b"\r\n\r\n":
                         lock.release()  # a frame boundary: let a waiting reply out
-                        await asyncio.sleep(0)
+                        await asyncio.sleep(session.frame_gap)
                         await lock.acquire()
             finally:
                 lock.release()

@@ -17,7 +17,9 @@ Fault injection, per connection (``EslSession``): FIN or RST in the middle of a 
 frame boundary, heartbeat silence, periodic HEARTBEATs, bulk repetition with fresh Unique-IDs
 (fast streaming for slow-consumer tests), a mute server (no auth/request) and unanswered
 commands; ``pause()``/``resume()`` take the listener down and up on the same port (server down,
-then up).
+then up, as after ``kill -9``); ``freeze()``/``thaw()`` hang the whole server like ``kill -STOP``
+(no command answered, no frame sent, no connection accepted, until thawed); ``password`` may be
+changed while it runs.
 
 Usage::
 
@@ -179,6 +181,15 @@ class EslTestServer:
         self._clients: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._start_paused = start_paused
+        self._running = threading.Event()
+        self._running.set()
+
+    def freeze(self) -> None:
+        """Hang like a stopped process until ``thaw``."""
+        self._running.clear()
+
+    def thaw(self) -> None:
+        self._running.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -256,6 +267,8 @@ class EslTestServer:
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stop.is_set() and self._listener is listener:
+            if not self._running.wait(0.05):
+                continue  # hung: the kernel keeps new connections in the backlog
             try:
                 client, _ = listener.accept()
             except TimeoutError:
@@ -275,6 +288,9 @@ class EslTestServer:
         send_lock = threading.Lock()
 
         def send(data: bytes) -> None:
+            while not self._running.wait(0.05):
+                if self._stop.is_set():
+                    return
             with send_lock:
                 client.sendall(data)
 
@@ -291,7 +307,7 @@ class EslTestServer:
             buf = b""
             while not self._stop.is_set():
                 readable, _, _ = select.select([client], [], [], 0.05)  # the socket stays blocking for sends
-                if not readable:
+                if not readable or not self._running.is_set():
                     continue
                 data = client.recv(65536)
                 if not data:

@@ -26,6 +26,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     json: Any = None
+    status: int = 0  # what the sink answered
 
 
 @dataclass
@@ -135,9 +136,11 @@ class HttpSink:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), body, parsed))
+        record = Recorded(request.method, request.path, dict(request.headers), body, parsed)
+        self.requests.append(record)
         self.arrived.set()
         reply = self.script.pop(0) if self.script else self.default
+        record.status = reply.status
         if reply.delay_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), reply.delay_s)
@@ -145,5 +148,6 @@ class HttpSink:
             problems = slack_payload_problems(parsed)
             if problems:
                 self.problems.extend(problems)
+                record.status = 400
                 return web.Response(status=400, text="invalid_blocks")
         return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
