@@ -204,6 +204,7 @@ class AlertLifecycle:
         self.notifications = 0
         self._restored: dict[str, dict[str, Any]] = {}
         self._dirty: dict[str, tuple[Alert, AlertDict | None]] = {}
+        self._rules: dict[str, str] = {}  # threshold name -> its resolve rule in words
         # earliest group timer: kept exact when a group is created, recomputed (None) only after
         # something moved or removed a timer, so next_due() is O(1) per outcome in the daemon's sink
         self._next_due: float | None = None
@@ -400,7 +401,7 @@ class AlertLifecycle:
 
     def _connectors(self, alert: Alert) -> set[str]:
         kw = alert.kw
-        if kw is not None and kw.evidence is not None and not kw.evidence.connectors <= alert.connectors:
+        if kw is not None and kw.evidence is not None:
             alert.connectors |= kw.evidence.connectors
         return alert.connectors
 
@@ -577,7 +578,7 @@ class AlertLifecycle:
             fingerprint=alert.fingerprint,
             threshold=th.name,
             kind=alert_kind(alert.scope),
-            description=cfg.describe(),
+            description=th.description,
             severity=th.severity,
             state=alert.state,
             labels=dict(alert.labels),
@@ -599,8 +600,14 @@ class AlertLifecycle:
             samples=samples,
             redress=redress,
             what_to_do=what,
-            resolve_rule=_resolve_rule(th),
+            resolve_rule=self._resolve_rule(th),
         )
+
+    def _resolve_rule(self, th: Threshold) -> str:
+        rule = self._rules.get(th.name)
+        if rule is None:
+            rule = self._rules[th.name] = _resolve_rule(th)
+        return rule
 
     # -- persistence ------------------------------------------------------------------------------
     def _save(self, alert: Alert, snap: AlertDict | None) -> None:

@@ -5,23 +5,22 @@ category and SIP code, on which trunks and connectors, first and last seen, a fe
 the carrier's redress contacts. :class:`KeyEvidence` keeps that per key, for matching outcomes only
 (outcomes that add to some threshold's signal), in the same time buckets as the counters:
 
-* ``buckets``: bucket index -> {:class:`Detail` key -> [count, first_t, last_t]}. Summing the buckets
-  of a threshold's window with its filter gives figures that add up exactly to the window's matching
-  count, whatever the window length (``summarize``). A bucket holds at most ``MAX_DETAILS`` distinct
-  details (a hostile stream inventing trunks cannot grow it): further ones are counted under
-  ``(other)`` trunk and connector. Buckets older than every window of the key are dropped on insert.
-* ``samples``: the last ``sample_max`` matching calls (a bounded deque), for sample calls and redress.
-* ``connectors``: every connector that ever gave this key a matching call (a handful, from the
-  config): an alert built on them is held while one of them is blind.
+* ``cells``: (bucket index, *:class:`Detail`) -> [count, first_t, last_t]. Summing the cells of a
+  threshold's window with its filter gives figures that add up exactly to the window's matching
+  count, whatever the window length (``summarize``). A key holds at most ``MAX_DETAILS`` cells (a
+  hostile stream inventing trunks cannot grow it): further details are counted under ``(other)``
+  trunk, connector and PBX. Buckets older than every window of the key are dropped on insert.
+* ``samples``: the last ``sample_max`` matching calls (a bounded list), for sample calls and redress.
+* ``connectors``: the connectors of the matching calls kept: an alert built on them is held while
+  one of them is blind.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-MAX_DETAILS = 64
+MAX_DETAILS = 256  # cells per key: (buckets in the longest window + 1) x distinct details
 OTHER = "(other)"
 
 # A detail key: (category, confidence, sip_code, trunk, connector, pbx)
@@ -31,40 +30,61 @@ S_T, S_CATEGORY, S_CONFIDENCE, S_CODE, S_PHRASE, S_CALL_ID, S_CALLEE, S_REDRESS,
 
 
 class KeyEvidence:
-    """The matching calls of one scope key, per bucket (see the module docstring)."""
+    """The matching calls of one scope key, per bucket (see the module docstring).
 
-    __slots__ = ("buckets", "connectors", "samples")
+    Kept small for the garbage collector (one per key with a matching call): one flat dict
+    ``(bucket, *detail) -> [count, first_t, last_t]``, the oldest bucket in it, and a short list of
+    samples."""
+
+    __slots__ = ("cells", "oldest", "sample_max", "samples")
 
     def __init__(self, sample_max: int) -> None:
-        self.buckets: dict[int, dict[Detail, list[Any]]] = {}
-        self.samples: deque[tuple[Any, ...]] = deque(maxlen=sample_max)
-        self.connectors: set[str] = set()
+        self.cells: dict[tuple[Any, ...], list[Any]] = {}
+        self.oldest: int | None = None  # the oldest bucket with a cell
+        self.samples: list[tuple[Any, ...]] = []
+        self.sample_max = sample_max
+
+    @property
+    def buckets(self) -> dict[int, dict[Detail, list[Any]]]:
+        """bucket -> {detail -> [count, first_t, last_t]} (a view for tests and tools)."""
+        out: dict[int, dict[Detail, list[Any]]] = {}
+        for (bucket, *detail), entry in self.cells.items():
+            out.setdefault(bucket, {})[tuple(detail)] = entry  # type: ignore[index]
+        return out
+
+    @property
+    def connectors(self) -> set[str]:
+        """Every connector of a matching call still kept (an alert adds them to its own at each look)."""
+        return {key[5] for key in self.cells}
 
     def add(self, bucket: int, oldest_bucket: int, t: float, detail: Detail, sample: tuple[Any, ...]) -> None:
         """Record one matching call at event time ``t`` in ``bucket``; forget buckets before ``oldest_bucket``."""
-        buckets = self.buckets
-        cell = buckets.get(bucket)
-        if cell is None:
-            if len(buckets) > 0:
-                for old in [b for b in buckets if b < oldest_bucket]:
-                    del buckets[old]
-            cell = buckets[bucket] = {}
-        connector = detail[4]
-        entry = cell.get(detail)
-        if entry is None and len(cell) >= MAX_DETAILS:
-            detail = (detail[0], detail[1], detail[2], OTHER, OTHER, OTHER)
-            entry = cell.get(detail)
+        cells = self.cells
+        oldest = self.oldest
+        if oldest is None or oldest < oldest_bucket:
+            if oldest is not None:
+                for key in [k for k in cells if k[0] < oldest_bucket]:
+                    del cells[key]
+            self.oldest = oldest = min((k[0] for k in cells), default=bucket)
+        if bucket < oldest:
+            self.oldest = bucket
+        key = (bucket, *detail)
+        entry = cells.get(key)
+        if entry is None and len(cells) >= MAX_DETAILS:
+            key = (bucket, detail[0], detail[1], detail[2], OTHER, OTHER, OTHER)
+            entry = cells.get(key)
         if entry is None:
-            cell[detail] = [1, t, t]
+            cells[key] = [1, t, t]
         else:
             entry[0] += 1
             if t < entry[1]:
                 entry[1] = t
             elif t > entry[2]:
                 entry[2] = t
-        if connector not in self.connectors:
-            self.connectors.add(connector)
-        self.samples.append(sample)
+        samples = self.samples
+        if len(samples) >= self.sample_max:
+            del samples[0]
+        samples.append(sample)
 
 
 class Summary:
@@ -101,22 +121,21 @@ def summarize(evidence: KeyEvidence | None, head: int, length: int, categories: 
     confs = frozenset(confidence) if confidence is not None else None
     code_set = frozenset(codes) if codes is not None else None
     low = head - length
-    for bucket, cell in evidence.buckets.items():
+    for (bucket, category, conf, code, trunk, connector, pbx), (n, first, last) in evidence.cells.items():
         if bucket <= low or bucket > head:
             continue
-        for (category, conf, code, trunk, connector, pbx), (n, first, last) in cell.items():
-            if category not in cats or (confs is not None and conf not in confs) or (
-                    code_set is not None and code not in code_set):
-                continue
-            out.count += n
-            _bump(out.categories, category, n)
-            _bump(out.codes, str(code) if code is not None else "none", n)
-            if trunk is not None:
-                _bump(out.trunks, trunk, n)
-            _bump(out.connectors, connector, n)
-            _bump(out.pbxes, pbx, n)
-            if out.first_seen is None or first < out.first_seen:
-                out.first_seen = first
-            if out.last_seen is None or last > out.last_seen:
-                out.last_seen = last
+        if category not in cats or (confs is not None and conf not in confs) or (
+                code_set is not None and code not in code_set):
+            continue
+        out.count += n
+        _bump(out.categories, category, n)
+        _bump(out.codes, str(code) if code is not None else "none", n)
+        if trunk is not None:
+            _bump(out.trunks, trunk, n)
+        _bump(out.connectors, connector, n)
+        _bump(out.pbxes, pbx, n)
+        if out.first_seen is None or first < out.first_seen:
+            out.first_seen = first
+        if out.last_seen is None or last > out.last_seen:
+            out.last_seen = last
     return out

@@ -141,6 +141,7 @@ class Threshold:
         "bucket_s",
         "categories",
         "config",
+        "description",
         "for_s",
         "index",
         "is_rate",
@@ -174,6 +175,7 @@ class Threshold:
         self.offsets = offsets
         self.signal_names = signal_names  # category name per offset, for the alert's breakdown
         self.window_buckets = window_buckets
+        self.description = config.describe()
         self.bucket_s = config.bucket_s
         self.keep_firing_s = config.keep_firing_s
         self.active: dict[Any, Any] = {}
