@@ -308,8 +308,6 @@ class AlertLifecycle:
         alert.connectors.update(_split(row.get("labels", {}).get("connector")))
         alert.last_seen = _epoch((row.get("snapshot") or {}).get("last_seen"))
         self._fire(alert, row.get("fired_at") or t, announce=False)
-        if alert.kw is not None and alert.threshold is not None:
-            alert.connectors.update(self._summary(alert, alert.threshold).connectors)
 
     def _resolve(self, alert: Alert, t: float) -> None:
         th = alert.threshold

@@ -2,7 +2,8 @@
 
 Owns the AMI transport: connect (plain or TLS), Login, waiting for ``FullyBooted``, liveness
 (a Ping every ``ping_interval`` with a ``ping_timeout`` deadline, so a hung PBX is found within a few
-seconds), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
+seconds; a Pong late behind a burst of events does not count as missing while bytes keep
+arriving), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
 health snapshot.
 panoramisk (pinned 1.4) does the action side: ``Action`` objects, ActionIDs, matching responses
 to futures. Its reconnect loop, pinger, event dispatch and per-chunk decoding are NOT used; they
@@ -240,6 +241,7 @@ class AsteriskConnector:
         self._sink_errors = 0
         self._pings = 0
         self._pong_timeouts = 0
+        self._last_data = 0.0  # monotonic time of the last bytes from the PBX
         self._shutdowns = 0
 
     # -- Connector protocol -----------------------------------------------------------------------
@@ -459,9 +461,13 @@ class AsteriskConnector:
             self._tracker.expire(self._clock.now())
             self._pings += 1
             ping = self._manager.send_action({"Action": "Ping"})
-            done, _ = await asyncio.wait(
-                {ping, protocol.lost}, timeout=cfg.ping_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            while True:
+                done, _ = await asyncio.wait(
+                    {ping, protocol.lost}, timeout=cfg.ping_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                # a Pong queued behind a burst of events is late, not missing: bytes arriving prove life
+                if done or self._clock.monotonic() - self._last_data > cfg.ping_timeout:
+                    break
             if not done:
                 self._pong_timeouts += 1
                 reason = f"no Pong within {cfg.ping_timeout:g} s: link presumed dead, reconnecting"
@@ -476,6 +482,7 @@ class AsteriskConnector:
         if protocol is not self._protocol:
             return
         now = self._clock.now()
+        self._last_data = self._clock.monotonic()
         try:
             outcomes = self._pipeline.feed(data, now)
         except Exception:  # must never escape data_received (asyncio would drop the link)

@@ -603,7 +603,10 @@ class FreeswitchConnector:
                 if not probe.successful() and not esl.closed.is_set():
                     return f"the status probe failed: {type(probe.exception).__name__}"
                 probe = None
-            if probe is not None and now - probe_sent > cfg.probe_timeout_s:
+            # no answer and no byte at all within the deadline: hung (an answer late behind a burst of
+            # events is not missing: the bytes prove life)
+            timeout = cfg.probe_timeout_s
+            if probe is not None and now - probe_sent > timeout and now - self._last_frame > timeout:
                 self._probe_timeouts += 1
                 probe.kill(block=False)
                 return f"no answer to 'api status' within {cfg.probe_timeout_s:g} s: FreeSWITCH presumed hung"
