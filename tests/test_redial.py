@@ -39,3 +39,31 @@ def test_auth_failures_wait_their_own_interval_and_reset_the_schedule():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         RedialSchedule(initial=2.0, ceiling=1.0)
+
+
+async def test_both_connectors_try_a_silent_port_at_least_every_second():
+    """A PBX that is not listening (its port refuses): the connectors' own schedules, as they ran."""
+    import asyncio
+    import socket
+
+    from blockradar.connectors.asterisk import AsteriskConfig, AsteriskConnector
+    from blockradar.connectors.freeswitch import FreeswitchConfig, FreeswitchConnector
+    from blockradar.secret import Secret
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    ami = AsteriskConnector(AsteriskConfig(name="pbx1", host="127.0.0.1", port=port, username="u",
+                                           secret=Secret("s")), lambda o: None)
+    esl = FreeswitchConnector(FreeswitchConfig(name="fs1", host="127.0.0.1", port=port, password=Secret("p")),
+                              lambda o: None)
+    await ami.start()
+    await esl.start()
+    try:
+        await asyncio.sleep(3.0)
+    finally:
+        await ami.close()
+        await esl.close()
+    for health in (ami.health(), esl.health()):
+        assert health.extra["redials"] >= 3, health.extra  # a few seconds away: several attempts
+        assert 0 < health.extra["redial_longest_s"] <= 1.0  # never a wait above a second

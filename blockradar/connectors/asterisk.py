@@ -302,6 +302,8 @@ class AsteriskConnector:
                 "pings": self._pings,
                 "pong_timeouts": self._pong_timeouts,
                 "shutdowns": self._shutdowns,
+                "redials": self._redial.waits,
+                "redial_longest_s": round(self._redial.longest, 3),
                 "banner": self._pipeline.framer.banner,
             },
         )

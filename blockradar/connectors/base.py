@@ -93,6 +93,8 @@ class RedialSchedule:
         self.auth_retry = auth_retry
         self._rng = rng or random.Random()
         self._delay = initial
+        self.waits = 0  # retries scheduled after a failure or a loss (not after auth failures)
+        self.longest = 0.0  # the longest of those waits
 
     def reset(self) -> None:
         """The link came up: the next loss is retried after ``initial`` again."""
@@ -102,7 +104,10 @@ class RedialSchedule:
         """Seconds before the next connect attempt after a failed one or a lost link."""
         delay = self._delay
         self._delay = min(delay * 2, self.ceiling)
-        return delay * (0.75 + 0.25 * self._rng.random())
+        wait = delay * (0.75 + 0.25 * self._rng.random())
+        self.waits += 1
+        self.longest = max(self.longest, wait)
+        return wait
 
     def auth_delay(self) -> float:
         self.reset()

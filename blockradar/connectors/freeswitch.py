@@ -444,6 +444,8 @@ class FreeswitchConnector:
         snapshot.extra.update(
             heartbeats=self._heartbeats,
             probes=self._probes,
+            redials=self._redial.waits,
+            redial_longest_s=round(self._redial.longest, 3),
             probe_timeouts=self._probe_timeouts,
             truncated_frames=self._truncated,
             duplicates=stats.duplicates,
