@@ -454,3 +454,24 @@ def test_next_due_cache_always_equals_the_earliest_group_timer(rules, seed):
         cached = p.lifecycle.next_due()
         assert cached == brute or (cached is not None and brute is not None and cached <= brute)
         assert (cached is None) == (brute is None) or cached is not None  # never "nothing due" by mistake
+
+
+def test_a_reload_keeps_a_down_link_down_so_nothing_resolves_on_it(rules, tmp_path):
+    """SIGHUP builds a new pipeline from the store: it inherits what the old one knew of the links."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    old = Pipeline(rules, strong_only(), alerting=FAST, store=store)
+    old.connector_up("pbx1", T0 - 10)
+    outcome = blocked(T0)
+    old.process(outcome)
+    store.add_outcome(outcome)
+    assert len(old.tick(T0 + 30)) == 1
+    old.connector_down("pbx1", T0 + 40)
+    new = Pipeline(rules, strong_only(), alerting=FAST, store=store)
+    new.lifecycle.adopt_links(old.lifecycle)
+    sent = []
+    new.lifecycle.emit = sent.append
+    new.rebuild(store.iter_outcomes(since=T0 - 3600), now=T0 + 50)
+    for k in range(1, 10):
+        new.tick(T0 + 50 + k * 300)
+    assert sent == [] and new.lifecycle.pending_or_firing == 1  # held: the link is still down
