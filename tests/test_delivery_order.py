@@ -121,3 +121,39 @@ def test_merge_keeps_what_the_older_message_would_have_told():
     # an older message announcing A firing is never replaced by one that resolves it: firing goes first
     assert merge_into(_note({"fingerprint": "a", "state": "resolved", "change": "resolved"}), older) is None
     assert merge_into(_note(b_new), older) is None  # nor by one that no longer lists it
+
+
+@pytest.mark.timeout(30)
+async def test_superseding_the_waiting_message_does_not_lift_the_endpoints_pause(tmp_path):
+    """Live lab: Slack answered 429 Retry-After 20; the waiting row was superseded by a newer one of its group,
+    and the newer one went out 2.4 s before the 20 s were over. The pause belongs to the endpoint."""
+    clock = ManualClock(T0)
+    store = Store(tmp_path / "s.db")
+    async with HttpSink() as sink:
+        sink.default = Reply(429, "slow down", {"Retry-After": "20"})
+        outbox = Outbox(store, [WebhookNotifier(WebhookConfig(url=sink.url, timeout=5))],
+                        OutboxConfig(poll_interval=0.01), clock=clock)
+        await outbox.start()
+        try:
+            first = Notification("g", {}, "firing", [{"fingerprint": "a", "state": "firing", "change": "new"}], T0)
+            outbox.enqueue(first)
+            await sink.wait_for(1)
+            await settle(outbox, sink)
+            clock.advance(5)
+            newer = Notification("g", {}, "firing", [{"fingerprint": "a", "state": "firing", "change": "firing"},
+                                                     {"fingerprint": "b", "state": "firing", "change": "new"}],
+                                 T0 + 5)
+            outbox.enqueue(newer)  # folds the waiting one in
+            assert [r.status for r in store.outbox_rows()] == ["superseded", "pending"]
+            sink.default = Reply(200)
+            for _ in range(3):  # 15 s more: still inside the peer's 20 s
+                clock.advance(5 if _ < 2 else 4.9)
+                await settle(outbox, sink)
+            assert len(sink.requests) == 1
+            clock.advance(0.2)
+            await settle(outbox, sink)
+            await sink.wait_for(2)
+        finally:
+            await outbox.stop()
+    assert [a["change"] for a in sink.requests[-1].json["alerts"]] == ["new", "new"]  # a was never delivered
+    store.close()

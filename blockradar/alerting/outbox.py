@@ -68,12 +68,15 @@ class OutboxConfig(BaseModel):
 
 
 class _Endpoint:
-    """One notifier's delivery state: what is in flight, and how its current failure streak goes."""
+    """One notifier's delivery state: what is in flight, when it may be tried again (the pause is the
+    endpoint's, not a row's: superseding the waiting row must not lift a Retry-After), and how its
+    current failure streak goes (the backoff grows with the streak, whichever row is at the head)."""
 
-    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "summarised_at")
+    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "resume_at", "summarised_at")
 
     def __init__(self) -> None:
         self.in_flight: int | None = None  # the row id being sent
+        self.resume_at = 0.0  # no send before this (backoff or the peer's Retry-After)
         self.failing_since: float | None = None
         self.attempts = 0  # failed attempts in the current streak
         self.last_error = ""
@@ -234,9 +237,9 @@ class Outbox:
         while not self._stopping:
             now = self.clock.now()
             row = self.store.outbox_head(name)
-            if row is None or row.next_attempt_at > now:  # nothing queued, or the endpoint is paused
-                wait = self.config.poll_interval if row is None else min(self.config.poll_interval,
-                                                                         row.next_attempt_at - now)
+            due = None if row is None else max(row.next_attempt_at, endpoint.resume_at)
+            if due is None or due > now:  # nothing queued, or the endpoint is paused
+                wait = self.config.poll_interval if due is None else min(self.config.poll_interval, due - now)
                 event.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=max(wait, 0.001))
@@ -288,15 +291,16 @@ class Outbox:
 
     def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         """Pause the endpoint: its head row is tried again after the peer's wish or our backoff."""
+        endpoint = self._endpoints[row.notifier]
         if retry_after is not None:
             delay = retry_after
         else:
-            full = min(self.config.backoff_max, self.config.backoff_initial * (2 ** min(row.attempts, 30)))
+            full = min(self.config.backoff_max, self.config.backoff_initial * (2 ** min(endpoint.attempts, 30)))
             delay = full / 2 + self.rng.uniform(0, full / 2)
         now = self.clock.now()
         self.store.outbox_retry(row.id, now + delay, error)
+        endpoint.resume_at = now + delay
         self._count(row.notifier, "retried")
-        endpoint = self._endpoints[row.notifier]
         endpoint.attempts += 1
         endpoint.last_error = error
         queued = self.store.outbox_depth(row.notifier)
@@ -322,6 +326,7 @@ class Outbox:
                     endpoint.attempts, self.store.outbox_depth(name))
         endpoint.failing_since = None
         endpoint.attempts = 0
+        endpoint.resume_at = 0.0
 
     def _count(self, notifier: str, result: str, n: int = 1) -> None:
         self.stats[notifier][result] += n
