@@ -60,6 +60,7 @@ class AsteriskConnectorConfig(_Strict):
     ping_interval: Duration = 2.0  # a hung PBX is found within ping_interval + ping_timeout
     ping_timeout: Duration = 3.0
     connect_timeout: Duration = 10.0
+    banner_timeout: Duration = 3.0  # no banner: the PBX is hung; no Login is sent into its queue
     login_timeout: Duration = 10.0
     backoff_initial: Duration = 0.25
     backoff_max: Duration = 1.0  # while the PBX is away, try it at least this often
@@ -67,8 +68,9 @@ class AsteriskConnectorConfig(_Strict):
     call_ttl: Duration = 4 * 3600.0
     clock_skew_tolerance: Duration = 5.0
 
-    @field_validator("ping_interval", "ping_timeout", "connect_timeout", "login_timeout", "backoff_initial",
-                     "backoff_max", "auth_backoff", "call_ttl", "clock_skew_tolerance", mode="before")
+    @field_validator("ping_interval", "ping_timeout", "connect_timeout", "banner_timeout", "login_timeout",
+                     "backoff_initial", "backoff_max", "auth_backoff", "call_ttl", "clock_skew_tolerance",
+                     mode="before")
     @classmethod
     def _durations(cls, value: Any) -> float:
         return _duration(value)

@@ -232,3 +232,29 @@ def test_helpers() -> None:
     assert uniqueid_epoch("abc") is None
     assert wall_time_utc(b"2026-11-23 18:33:55") == 1795458835.0
     assert wall_time_utc(b"") is None and wall_time_utc(b"garbage") is None
+
+
+def test_a_leg_already_dialling_when_the_session_began_is_rebuilt_from_its_hangup() -> None:
+    """Live: after a reconnect, a call whose DialBegin went by before the login vanished without a trace."""
+    tracker = AmiCallTracker()
+    tracker.session_started(1795458900.0)  # the (re)login, 33 s after the leg was created
+    outcome = tracker.feed(hangup(ChannelStateDesc="Down", TechCause="608", Cause="127",
+                                  **{"ChanVariable(SIP_TECHCAUSE)": "SIP 608 Rejected",
+                                     "ChanVariable(SIP_CALLID)": "abc@carrier"}), 1795458901.0)
+    assert outcome is not None
+    assert (outcome.trunk, outcome.caller_number, outcome.callee_number) == ("carrier", "+15557654321",
+                                                                            "+15551230008")
+    assert (outcome.sip_code, outcome.sip_phrase, outcome.call_id) == (608, "Rejected", "abc@carrier")
+    assert outcome.started_at == 1795458867.0 and outcome.talk_s is None and not outcome.answered
+    assert tracker.stats.in_progress_recovered == 1
+
+
+def test_only_outbound_legs_from_before_the_session_are_rebuilt() -> None:
+    tracker = AmiCallTracker()
+    tracker.session_started(1795458900.0)
+    inbound = hangup(uid="1795458867.30", Linkedid="1795458867.30")  # a carrier's call is its own first channel
+    assert tracker.feed(inbound, 1795458901.0) is None
+    after = hangup(uid="1795458950.40", Linkedid="1795458950.39")  # created after the login: needs its DialBegin
+    assert tracker.feed(after, 1795458960.0) is None
+    assert AmiCallTracker().feed(hangup(), 1795458901.0) is None  # no session known (a recording): unchanged
+    assert tracker.stats.in_progress_recovered == 0

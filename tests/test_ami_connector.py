@@ -349,3 +349,31 @@ async def test_missing_fully_booted_is_warned_and_tolerated(caplog: pytest.LogCa
         await until(lambda: c.health().state == LinkState.CONNECTED)
     assert [o.sip_code for o in got] == [608]
     assert sum("no FullyBooted" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_call_in_progress_at_login_is_not_lost() -> None:
+    """The session starts between a call's DialBegin and its Hangup (a reconnect mid-call)."""
+    recording = (FIXTURES / "01-608-rejected.enriched.ami").read_bytes()
+    tail = event_stream(recording)
+    tail = tail[tail.index(b"Event: HangupRequest\r\nPrivilege: call,all\r\nChannel: PJSIP/"):]
+    got: list[CallOutcome] = []
+    async with AmiServer(secret=SECRET, sessions=[Session(stream=tail)]) as server, \
+            running(config(server.port), got.append) as c:
+        await until(lambda: len(got) == 1)
+        assert c.health().extra["in_progress_recovered"] == 1
+    (outcome,) = got
+    assert (outcome.trunk, outcome.sip_code, outcome.caller_number) == ("carrier", 608, "+15557654321")
+
+
+async def test_a_hung_pbx_gets_no_login_it_would_process_stale() -> None:
+    """A stopped Asterisk still accepts TCP connections (its kernel queues them) but sends no banner. No
+    Login is written into such a connection: at SIGCONT Asterisk would process every one of them."""
+    async with AmiServer(secret=SECRET) as server:
+        server.freeze()
+        async with running(config(server.port, banner_timeout=0.1), lambda o: None) as c:
+            await until(lambda: c.health().extra["silent_connects"] >= 3)
+            assert c.health().state != LinkState.CONNECTED
+            server.thaw()
+            await until(lambda: c.health().state == LinkState.CONNECTED)
+            await asyncio.sleep(0.3)  # the queued connections are served now: none carries a Login
+        assert [r.accepted for r in server.logins] == [True]

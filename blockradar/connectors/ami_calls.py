@@ -11,7 +11,13 @@ Asterisk 22.10.1):
   by the channel's ``Uniqueid`` (``DestUniqueid`` in Dial events), never by arrival order.
 * **Emitted at the leg's ``Hangup``**, once: a bounded set of emitted Uniqueids drops the repeats a
   reconnect can bring. A ``Hangup`` that arrives before its ``DialBegin`` is held (bounded FIFO)
-  until the ``DialBegin`` links it; one that never gets linked (an inbound call) falls out silently.
+  until the ``DialBegin`` links it; one that never gets linked (an inbound call) falls out, counted.
+* **A leg already dialling when the session began** (its ``DialBegin`` went by before the login, after
+  a reconnect or a daemon restart): its ``Hangup`` alone carries the trunk (``Channel``), both
+  numbers, ``TechCause``, ``Cause`` and the glue's ``ChanVariable``s, so it becomes an outcome when
+  the channel was created before the session's login (the epoch in its ``Uniqueid``) and by another
+  channel (``Linkedid`` differs from ``Uniqueid``: an inbound carrier call is its own first channel).
+  Its talk time is unknown (None); counted in ``in_progress_recovered``.
 * ``caller_number``/``caller_name``: the leg's ``ConnectedLineNum``/``Name`` (our side, sent in
   From). ``CallerIDNum`` on an outbound leg is the *dialled* party.
 * ``callee_number``: the dialled number: ``DestCallerIDNum`` of the ``DialBegin``, else the leg's
@@ -212,6 +218,7 @@ class _Leg:
     caller_name: str | None = None
     glue_techcause: str | None = None
     glue_callid: str | None = None
+    partial: bool = False  # built from its Hangup alone (dialling before the session began)
 
 
 @dataclass(slots=True)
@@ -224,6 +231,7 @@ class TrackerStats:
     expired: int = 0  # legs that never saw a hangup within the TTL
     evicted: int = 0  # legs dropped because the open-leg cap was reached
     unlinked_dropped: int = 0  # hangups of SIP channels never linked to a Dial (inbound calls)
+    in_progress_recovered: int = 0  # legs dialling before the session began, rebuilt from their Hangup
     errors: int = 0  # events that could not be normalized (bad values); counted, never raised
 
 
@@ -249,9 +257,14 @@ class AmiCallTracker:
     _unlinked: dict[str, tuple[dict[str, str], float | None]] = field(default_factory=dict, init=False, repr=False)
     _emitted: dict[str, None] = field(default_factory=dict, init=False, repr=False)
     _tech_prefixes: tuple[str, ...] = field(default=(), init=False, repr=False)
+    _session_started_at: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._tech_prefixes = tuple(f"{t}/" for t in self.techs)
+
+    def session_started(self, at: float) -> None:
+        """A (re)login at ``at``: legs created before it may hang up without a DialBegin seen."""
+        self._session_started_at = at
 
     # -- cheap filter, used on raw frames before any parse --------------------------------------
 
@@ -379,12 +392,26 @@ class AmiCallTracker:
             if uid in self._emitted:
                 self.stats.duplicates += 1
                 return None
+            leg = self._dialling_before_session(ev, channel, uid)
+            if leg is not None:
+                self.stats.in_progress_recovered += 1
+                return self._finish(leg, ev, at)
             self._unlinked[uid] = (ev, at)
             if len(self._unlinked) > self.max_unlinked:
                 del self._unlinked[next(iter(self._unlinked))]
                 self.stats.unlinked_dropped += 1
             return None
         return self._finish(leg, ev, at)
+
+    def _dialling_before_session(self, ev: dict[str, str], channel: str | None, uid: str) -> _Leg | None:
+        started = self._session_started_at
+        born = uniqueid_epoch(uid)
+        linked = ev.get("Linkedid")
+        trunk = self.trunk_of(channel)
+        if started is None or born is None or born >= started or not linked or linked == uid or trunk is None:
+            return None
+        return _Leg(uniqueid=uid, channel=channel or "", trunk=trunk, linkedid=linked, started_at=born,
+                    callee_number=_known(ev.get("CallerIDNum")), partial=True)
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -424,7 +451,7 @@ class AmiCallTracker:
             if glue_code == sip_code:
                 sip_phrase = glue_phrase
         cause = _int(ev.get("Cause"))
-        answered = leg.answered_at is not None
+        answered = leg.answered_at is not None or (leg.partial and ev.get("ChannelStateDesc") == "Up")
         talk_s: float | None = None
         if answered and at is not None and leg.answered_at is not None:
             talk_s = max(0.0, at - leg.answered_at)

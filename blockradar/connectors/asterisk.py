@@ -71,6 +71,7 @@ class AsteriskConfig:
     ping_interval: float = 2.0
     ping_timeout: float = 3.0
     connect_timeout: float = 10.0
+    banner_timeout: float = 3.0  # Asterisk sends its banner at once; none means it is hung: no Login is sent
     login_timeout: float = 10.0  # Asterisk waits 1 s before it says "Authentication failed"
     backoff_initial: float = 0.25
     backoff_max: float = 1.0  # while the PBX is away, try at least this often
@@ -242,6 +243,8 @@ class AsteriskConnector:
         self._pings = 0
         self._pong_timeouts = 0
         self._last_data = 0.0  # monotonic time of the last bytes from the PBX
+        self._first_bytes = asyncio.Event()  # this connection has received something (the banner)
+        self._silent_connects = 0  # connections in a row that got no banner (a hung PBX)
         self._shutdowns = 0
 
     # -- Connector protocol -----------------------------------------------------------------------
@@ -302,6 +305,9 @@ class AsteriskConnector:
                 "pings": self._pings,
                 "pong_timeouts": self._pong_timeouts,
                 "shutdowns": self._shutdowns,
+                "silent_connects": self._silent_connects,
+                "in_progress_recovered": tstats.in_progress_recovered,
+                "hangups_never_linked": tstats.unlinked_dropped,
                 "redials": self._redial.waits,
                 "redial_longest_s": round(self._redial.longest, 3),
                 "banner": self._pipeline.framer.banner,
@@ -368,10 +374,26 @@ class AsteriskConnector:
             cfg.connect_timeout,
         )
         self._manager.attach(protocol)
-        self._connect_failures = 0
         self._booted = asyncio.Event()
         self._session_logged_in = False
         try:
+            # A hung Asterisk still completes the TCP handshake (its kernel queues the connection) but says
+            # nothing. No Login is sent then: it would sit in the queue and be processed, stale, at SIGCONT.
+            banner = asyncio.ensure_future(self._first_bytes.wait())
+            done, _ = await asyncio.wait({banner, protocol.lost}, timeout=cfg.banner_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            banner.cancel()
+            if not self._first_bytes.is_set():
+                self._silent_connects += 1
+                reason = ("connection lost before the banner" if protocol.lost.done()
+                          else f"connected, but no AMI banner within {cfg.banner_timeout:g} s: PBX not answering")
+                self._set_state(LinkState.BACKING_OFF, reason)
+                (log.warning if self._silent_connects == 1 else log.debug)("%s: %s", self.name, reason)
+                return False
+            self._connect_failures = 0
+            self._silent_connects = 0
+            # no DialBegin from before this moment can reach us: legs created earlier may hang up without one
+            self._tracker.session_started(self._clock.now())
             self._set_state(LinkState.AUTHENTICATING)
             login = self._manager.send_action(login_action(cfg))
             done, _ = await asyncio.wait(
@@ -398,6 +420,7 @@ class AsteriskConnector:
     def _new_protocol(self) -> _AmiProtocol:
         # Set before connection_made: the banner can arrive before create_connection returns.
         self._protocol = _AmiProtocol(self)
+        self._first_bytes = asyncio.Event()
         return self._protocol
 
     def _auth_failed(self, message: str) -> None:
@@ -485,6 +508,7 @@ class AsteriskConnector:
             return
         now = self._clock.now()
         self._last_data = self._clock.monotonic()
+        self._first_bytes.set()
         try:
             outcomes = self._pipeline.feed(data, now)
         except Exception:  # must never escape data_received (asyncio would drop the link)
