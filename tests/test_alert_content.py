@@ -105,7 +105,7 @@ def test_sip_code_counts_add_up_to_the_matching_count_whatever_the_traffic(rules
 def test_evidence_is_bounded_per_bucket():
     evidence = KeyEvidence(sample_max=3)
     for i in range(MAX_DETAILS + 50):
-        evidence.add(7, 0, T0 + i, ("analytics_block", "high", 608, f"trunk-{i}", "pbx1", "asterisk"), (T0 + i,))
+        evidence.add((7, "analytics_block", "high", 608, f"trunk-{i}", "pbx1", "asterisk"), T0 + i, (T0 + i,), 0)
     assert len(evidence.cells) == MAX_DETAILS + 1  # the rest counted under (other)
     summary = summarize(evidence, 7, 12, ["analytics_block"], None, None)
     assert summary.count == MAX_DETAILS + 50 and summary.trunks[OTHER] == 50

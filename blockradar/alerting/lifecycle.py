@@ -113,6 +113,7 @@ class Alert:
 
     __slots__ = (
         "attempts",
+        "calls_since_fire",
         "clear_since",
         "connectors",
         "evaluated_at",
@@ -128,7 +129,6 @@ class Alert:
         "notified",
         "resolved_at",
         "scope",
-        "seen_at_fire",
         "started_at",
         "state",
         "threshold",
@@ -153,7 +153,7 @@ class Alert:
         self.group: AlertGroup | None = None
         self.final: AlertDict | None = None  # frozen content once resolved
         self.clear_since: float | None = None  # below the resolve bound, on observed time, since
-        self.seen_at_fire = 0  # the key's KeyWindow.seen when it fired: calls counted since
+        self.calls_since_fire = 0  # outcomes counted for its key since it fired (the pipeline counts them)
         self.connectors: set[str] = set()  # the PBX links its matching calls came through
         self.last_seen: float | None = None  # the newest matching call ever shown
 
@@ -264,26 +264,28 @@ class AlertLifecycle:
         clear_until = clear_since + th.keep_firing_s
         if t < clear_until:
             return False
-        if th.is_rate and matching and alert.kw is not None and alert.kw.seen - alert.seen_at_fire < th.min_attempts:
+        if th.is_rate and matching and alert.calls_since_fire < th.min_attempts:
             return False  # too few calls since it fired to say the rate really fell
         return self.alive_since(alert, clear_until)
 
     def _take_context(self, alert: Alert, th: Threshold) -> None:
         """Context labels from the evidence: every trunk, connector and PBX of the matching calls."""
-        summary = self._summary(alert, th)
-        for name in CONTEXT_LABELS:
-            values = summary.context(name)
-            if name not in alert.labels and values:
-                alert.labels[name] = ",".join(sorted(values))
-        alert.connectors.update(summary.connectors)
-        alert.last_seen = summary.last_seen
+        kw = alert.kw
+        if kw is None or kw.evidence is None:
+            return
+        trunks, connectors, pbxes, alert.last_seen = kw.evidence.context(
+            kw.head, th.window_buckets, th.categories, th.confidences, th.codes)
+        labels = alert.labels
+        for name, values in zip(CONTEXT_LABELS, (trunks, connectors, pbxes), strict=True):
+            if values and name not in labels:
+                labels[name] = ",".join(sorted(values))
+        alert.connectors |= connectors
 
     def _fire(self, alert: Alert, t: float, *, announce: bool = True) -> None:
         alert.state = FIRING
         alert.fired_at = t
         alert.clear_since = None
-        if alert.kw is not None:
-            alert.seen_at_fire = alert.kw.seen
+        alert.calls_since_fire = 0
         self.transitions[FIRING] += 1
         group = self._group_for(alert, t)
         old = group.alerts.get(alert.fingerprint)
@@ -533,8 +535,7 @@ class AlertLifecycle:
         kw = alert.kw
         if kw is None:
             return Summary()
-        cfg = th.config
-        return summarize(kw.evidence, kw.head, th.window_buckets, cfg.categories, cfg.confidence, cfg.sip_codes)
+        return summarize(kw.evidence, kw.head, th.window_buckets, th.categories, th.confidences, th.codes)
 
     def snapshot(self, alert: Alert) -> AlertDict:
         """The content of an alert, JSON-ready; every figure covers the whole window."""

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from blockradar.alerting.lifecycle import FIRING, Alert, AlertingConfig, AlertLifecycle
 from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.classification import Category, Classification
-from blockradar.detect.evidence import KeyEvidence
+from blockradar.detect.evidence import EXPIRED, KeyEvidence
 from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, Threshold, ThresholdConfig
 from blockradar.detect.windows import DEFAULT_MAX_KEYS, KeyWindow, WindowSet
 from blockradar.outcome import CallOutcome
@@ -197,19 +197,22 @@ class Pipeline:
                 continue
             if cols:
                 ev = kw.evidence
-                if ev is None:
+                if ev is None or ev is EXPIRED:
                     kw.evidence = ev = KeyEvidence(self.evidence_max)
                 confidence = cls.confidence
                 code = outcome.sip_code
                 trunk = outcome.trunk
-                ev.add(int(t // bucket_s), kw.head - n_buckets + 1, t,
-                       (category, confidence, code, trunk, outcome.connector, outcome.pbx),
+                ev.add((int(t // bucket_s), category, confidence, code, trunk, outcome.connector, outcome.pbx), t,
                        (t, category, confidence, code, outcome.sip_phrase, outcome.call_id, outcome.callee_number,
-                        outcome.redress, trunk))
+                        outcome.redress, trunk), kw.head - n_buckets + 1)
                 todo = touched_by_cat[category]
             elif kw.evidence is None:
                 continue  # nothing matching ever counted for this key: no threshold can fire or clear
             else:
+                ev = kw.evidence
+                oldest = ev.oldest
+                if oldest is not None and oldest <= kw.head - n_buckets and ev.stale(kw.head - n_buckets + 1):
+                    kw.evidence = EXPIRED  # out of every window: let it go (memory follows live evidence)
                 todo = untouched
             totals = kw.totals
             for th, active, offsets, attempts_at, is_rate, bound, min_attempts, resolve_bound in todo:
@@ -230,6 +233,7 @@ class Pipeline:
                         lifecycle.open(th, key, kw, t, matching, attempts)
                 else:
                     attempts = totals[attempts_at]
+                    alert.calls_since_fire += 1
                     if alert.kw is not kw:
                         alert.kw = kw
                     if alert.state is FIRING:

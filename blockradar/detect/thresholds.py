@@ -140,6 +140,8 @@ class Threshold:
         "bound",
         "bucket_s",
         "categories",
+        "codes",
+        "confidences",
         "config",
         "description",
         "for_s",
@@ -164,6 +166,8 @@ class Threshold:
         self.name = config.name
         self.scope = tuple(config.scope)
         self.categories = frozenset(config.categories)
+        self.confidences = frozenset(config.confidence) if config.confidence else None  # a filter, or None
+        self.codes = frozenset(config.sip_codes) if config.sip_codes else None
         self.severity = config.severity
         self.window_s = config.window
         self.for_s = config.for_

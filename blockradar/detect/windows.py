@@ -38,13 +38,12 @@ DEFAULT_MAX_KEYS = 200_000
 class KeyWindow:
     """The counters of one scope key. ``totals[w*C + c]`` is column ``c`` over window ``w``."""
 
-    __slots__ = ("evidence", "head", "ring", "seen", "totals")
+    __slots__ = ("evidence", "head", "ring", "totals")
 
     def __init__(self, head: int, ring_len: int, totals_len: int) -> None:
         self.head = head
         self.ring = [0] * ring_len
         self.totals = [0] * totals_len
-        self.seen = 0  # outcomes ever counted for this key (monotonic): "attempts since" an alert fired
         self.evidence: KeyEvidence | None = None  # owned by the pipeline: the matching calls, per bucket
 
 
@@ -159,7 +158,6 @@ class WindowSet:
             base = (b % self.n_buckets) * self.columns
             ring[base] += 1
             totals[0] += 1
-            kw.seen += 1
             for c in cols:
                 ring[base + c] += 1
                 totals[c] += 1
@@ -182,7 +180,6 @@ class WindowSet:
                 if age >= self.n_buckets:
                     self.too_old += 1
                     return None
-        kw.seen += 1
         C = self.columns
         ring = kw.ring
         totals = kw.totals
