@@ -59,6 +59,7 @@ class AsteriskConnectorConfig(_Strict):
     trunks: list[str] | None = None  # only these PJSIP endpoints are trunks (default: any Dial target)
     ping_interval: Duration = 2.0  # a hung PBX is found within ping_interval + ping_timeout
     ping_timeout: Duration = 3.0
+    hung_timeout: Duration = 60.0  # a hung PBX keeps its session (its queued events) this long, then redial
     connect_timeout: Duration = 10.0
     banner_timeout: Duration = 3.0  # no banner: the PBX is hung; no Login is sent into its queue
     login_timeout: Duration = 10.0
@@ -68,7 +69,8 @@ class AsteriskConnectorConfig(_Strict):
     call_ttl: Duration = 4 * 3600.0
     clock_skew_tolerance: Duration = 5.0
 
-    @field_validator("ping_interval", "ping_timeout", "connect_timeout", "banner_timeout", "login_timeout",
+    @field_validator("ping_interval", "ping_timeout", "hung_timeout", "connect_timeout", "banner_timeout",
+                     "login_timeout",
                      "backoff_initial", "backoff_max", "auth_backoff", "call_ttl", "clock_skew_tolerance",
                      mode="before")
     @classmethod

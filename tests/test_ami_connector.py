@@ -135,8 +135,9 @@ async def test_drop_mid_frame_reconnects_without_duplicate(cut_after_hangup: boo
 async def test_unanswered_ping_means_dead_link_and_reconnect(caplog: pytest.LogCaptureFixture) -> None:
     sessions = [Session(answer_ping=False), Session()]
     async with AmiServer(secret=SECRET, sessions=sessions) as server:
-        cfg = config(server.port, ping_interval=0.05, ping_timeout=0.1)
+        cfg = config(server.port, ping_interval=0.05, ping_timeout=0.1, hung_timeout=0.3)
         async with running(cfg, lambda o: None) as c:
+            await until(lambda: c.health().state == LinkState.UNRESPONSIVE)  # held, not yet given up
             await until(lambda: server.accepted_logins == 2 and c.health().state == LinkState.CONNECTED)
             await until(lambda: server.pings >= 3)  # the new link answers pings: no further reconnect
             health = c.health()
@@ -144,6 +145,29 @@ async def test_unanswered_ping_means_dead_link_and_reconnect(caplog: pytest.LogC
             assert health.reconnects == 1
             assert health.last_error is None and health.last_error_at is not None  # up again: cleared, time kept
     assert any("no Pong" in r.getMessage() for r in caplog.records)
+    assert any("giving up on the session" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_hung_pbx_keeps_its_session_and_the_calls_it_queued_arrive_when_it_resumes() -> None:
+    """Live lab: SIGSTOP, SIGCONT: the calls Asterisk ended the moment it resumed went to a session the daemon
+    had dropped. Now the session is kept (UNRESPONSIVE: down for alerts) and the queued events arrive on it."""
+    recording = (FIXTURES / "01-608-rejected.enriched.ami").read_bytes()
+    stream = event_stream(recording)
+    half = stream.index(b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/")
+    got: list[CallOutcome] = []
+    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream[:half])]) as server, \
+            running(config(server.port, ping_interval=0.1, ping_timeout=0.2), got.append) as c:
+        await until(lambda: server.pings >= 1 and c.health().state == LinkState.CONNECTED)
+        server.freeze()
+        await until(lambda: c.health().state == LinkState.UNRESPONSIVE)
+        queued = asyncio.create_task(server.push(stream[half:]))  # the call ends while the PBX is stopped
+        await asyncio.sleep(0.5)
+        assert got == [] and c.health().state == LinkState.UNRESPONSIVE
+        server.thaw()
+        await queued
+        await until(lambda: len(got) == 1 and c.health().state == LinkState.CONNECTED)
+        assert server.connections == 1 and c.health().reconnects == 0  # the same session all along
+    assert got[0].sip_code == 608
 
 
 async def test_wrong_secret(caplog: pytest.LogCaptureFixture) -> None:

@@ -242,3 +242,25 @@ async def test_garbage_frames_are_counted_and_the_stream_goes_on(stream) -> None
             await wait_until(lambda: len(received) == len(ids))
             health = connector.health()
     assert health.parse_errors == 1 and health.connects == 1
+
+
+async def test_refused_connects_print_no_raw_tracebacks(capfd) -> None:
+    """Live lab: every refused ESL connect printed a 14-line gevent traceback to stderr, outside the log
+    format (once a second while FreeSWITCH was away)."""
+    import socket as std_socket
+
+    from blockradar.connectors.freeswitch import FreeswitchConfig, FreeswitchConnector
+    from blockradar.secret import Secret
+
+    with std_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    connector = FreeswitchConnector(FreeswitchConfig(name="fs1", host="127.0.0.1", port=port,
+                                                     password=Secret("p")), lambda o: None)
+    await connector.start()
+    try:
+        await wait_until(lambda: connector.health().extra["redials"] >= 2)
+    finally:
+        await connector.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Greenlet" not in err, err

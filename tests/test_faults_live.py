@@ -107,10 +107,12 @@ async def test_asterisk_restart_crash_hang_and_wrong_secret(tmp_path: Path):
             # 3. a hang: no Pong, no event; found by the Ping deadline, then it thaws
             await until(lambda: daemon.healths()[0].outcomes >= 5, what="the call after the crash")
             ami.freeze()
-            await until(lambda: state_of(daemon) != LinkState.CONNECTED, timeout=6, what="hang detected")
+            await until(lambda: state_of(daemon) == LinkState.UNRESPONSIVE, timeout=6, what="hang detected")
+            sessions_before = ami.connections
             await asyncio.sleep(1.5)  # group_interval passes while it is blind
             ami.thaw()
             await until(lambda: state_of(daemon) == LinkState.CONNECTED, what="back after the hang")
+            assert ami.connections == sessions_before  # the session was kept: what it queued was not lost
 
             # 4. the secret is changed on the PBX: one page (auth), no link-down page; fixed, then SIGHUP
             ami.secret = "changed-on-the-pbx"
@@ -180,11 +182,13 @@ async def test_freeswitch_crash_hang_and_wrong_password(tmp_path: Path):
 
                 # 2. a hang (SIGSTOP): the status probe gets no answer within its deadline
                 esl.freeze()
-                await until(lambda: state_of(daemon) != LinkState.CONNECTED, timeout=6, what="hang detected")
+                await until(lambda: state_of(daemon) == LinkState.UNRESPONSIVE, timeout=6, what="hang detected")
+                sessions_before = esl.connections
                 await asyncio.sleep(1.5)
                 esl.thaw()
                 await until(lambda: state_of(daemon) == LinkState.CONNECTED, what="back after the hang")
                 assert daemon.healths()[0].extra["probe_timeouts"] == 1
+                assert esl.connections == sessions_before  # the same session, kept through the hang
 
                 # 3. the ESL password is changed on the PBX, then fixed; SIGHUP retries at once
                 esl.password = "changed-on-the-pbx"

@@ -3,7 +3,8 @@
 Owns the AMI transport: connect (plain or TLS), Login, waiting for ``FullyBooted``, liveness
 (a Ping every ``ping_interval`` with a ``ping_timeout`` deadline, so a hung PBX is found within a few
 seconds; a Pong late behind a burst of events does not count as missing while bytes keep
-arriving), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
+arriving; a hung PBX keeps its session, UNRESPONSIVE, for ``hung_timeout``, so the events it queued
+arrive when it resumes), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
 health snapshot.
 panoramisk (pinned 1.4) does the action side: ``Action`` objects, ActionIDs, matching responses
 to futures. Its reconnect loop, pinger, event dispatch and per-chunk decoding are NOT used; they
@@ -70,6 +71,7 @@ class AsteriskConfig:
     events: str = "system,call,dialplan,user"
     ping_interval: float = 2.0
     ping_timeout: float = 3.0
+    hung_timeout: float = 60.0  # a hung PBX keeps its session this long (its queued events arrive on resume)
     connect_timeout: float = 10.0
     banner_timeout: float = 3.0  # Asterisk sends its banner at once; none means it is hung: no Login is sent
     login_timeout: float = 10.0  # Asterisk waits 1 s before it says "Authentication failed"
@@ -493,13 +495,37 @@ class AsteriskConnector:
                 # a Pong queued behind a burst of events is late, not missing: bytes arriving prove life
                 if done or self._clock.monotonic() - self._last_data > cfg.ping_timeout:
                     break
-            if not done:
-                self._pong_timeouts += 1
-                reason = f"no Pong within {cfg.ping_timeout:g} s: link presumed dead, reconnecting"
+            if not done and not await self._hung(protocol, ping):
+                return
+
+    async def _hung(self, protocol: _AmiProtocol, ping: asyncio.Future[Any]) -> bool:
+        """No Pong and not a byte: the PBX is presumed hung. The link is down (UNRESPONSIVE) but the session
+        is kept: Asterisk queues the events for it and sends them the moment it resumes, where a new
+        session would miss every call that ends then. Returns True when it answers again, False when the
+        session is given up (``hung_timeout``) or lost."""
+        cfg = self.config
+        self._pong_timeouts += 1
+        since = self._clock.monotonic()
+        reason = (f"no Pong within {cfg.ping_timeout:g} s: PBX presumed hung; keeping the session for what it "
+                  f"queues (given up after {cfg.hung_timeout:g} s)")
+        log.warning("%s: %s", self.name, reason)
+        self._set_state(LinkState.UNRESPONSIVE, reason)
+        while True:
+            await asyncio.wait({ping, protocol.lost}, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            if protocol.lost.done():
+                return True  # lost: the caller's loop reports why
+            now = self._clock.monotonic()
+            if ping.done() or self._last_data > since:
+                log.warning("%s: the PBX answers again after %.1f s; the session and its queued events were kept",
+                            self.name, now - since)
+                self._set_state(LinkState.CONNECTED)
+                return True
+            if now - since > cfg.hung_timeout:
+                reason = f"no answer for {cfg.hung_timeout:g} s: giving up on the session, reconnecting"
                 log.warning("%s: %s", self.name, reason)
                 self._set_state(LinkState.BACKING_OFF, reason)
                 protocol.abort()
-                return
+                return False
 
     # -- data path -------------------------------------------------------------------------------
 

@@ -17,10 +17,13 @@ Owns the transport (shared/reference/panoramisk-greenswitch-study.md §3, §5): 
   the whole connect/auth has a timeout (G5); the disconnect-notice body is read by its length and
   frames after it are still parsed (F3, where stock greenswitch crashed).
 * Liveness: an active probe, ``api status`` every ``probe_interval_s`` with a ``probe_timeout_s``
-  deadline, finds a hung FreeSWITCH (SIGSTOP, a deadlocked core) within a few seconds; no frame at
-  all for ``heartbeat_liveness_s`` (FreeSWITCH sends HEARTBEAT every 20 s) also reconnects. Every
-  byte received is proof of life (``ConnectorHealth.last_event_at``), which the alert lifecycle
-  needs before it lets an alert resolve.
+  deadline, finds a hung FreeSWITCH (SIGSTOP, a deadlocked core) within a few seconds: no answer and
+  not a byte within the deadline make the link ``UNRESPONSIVE`` (down, for alerts and health), but
+  the session is kept: FreeSWITCH queues its events for it and delivers them the moment it resumes
+  (a new session would miss the calls that end then). No frame at all for ``heartbeat_liveness_s``
+  (FreeSWITCH sends HEARTBEAT every 20 s) gives up on the session and reconnects. Every byte
+  received is proof of life (``ConnectorHealth.last_event_at``), which the alert lifecycle needs
+  before it lets an alert resolve.
 * ``-ERR invalid`` and ``text/rude-rejection`` -> ``LinkState.AUTH_FAILED`` with a clear
   ``last_error`` (never the password) and ``auth_backoff_s`` before the next try (or at once on
   ``retry_now()``, which the daemon calls on SIGHUP).
@@ -203,6 +206,16 @@ class HardenedInboundESL(InboundESL):
         text = reply.headers.get("Reply-Text", "")
         if text != "+OK accepted":
             raise EslAuthError(f"authentication failed ({text[:40] or 'no reply text'})")
+
+    def send_nowait(self, data: str) -> gevent.event.AsyncResult:
+        """Send one command; its reply (matched by order) arrives in the returned result. For the liveness
+        probe: waiting for it must not end the connection the way ``send``'s timeout does."""
+        if not self.connected:
+            raise NotConnectedError("not connected")
+        result: gevent.event.AsyncResult = gevent.event.AsyncResult()
+        self._commands_sent.append(result)
+        self.sock.sendall((data + "\n\n").encode("utf-8"))
+        return result
 
     def send(self, data: str, timeout: float | None = None) -> Any:  # greenswitch's ESLEvent
         """Send one command and wait for its reply, at most ``timeout`` (G5).
@@ -570,15 +583,26 @@ class FreeswitchConnector:
                 raise EslCommandError(f"'{_command_verb(command)}' refused: {text[:80]}")
 
     def _connect_interruptibly(self, esl: HardenedInboundESL) -> None:
-        """``_connect_and_subscribe`` in its own greenlet, so that close() never waits for it."""
-        worker = gevent.spawn(self._connect_and_subscribe, esl)
+        """``_connect_and_subscribe`` in its own greenlet, so that close() never waits for it. The greenlet
+        returns its failure instead of raising it: gevent would print a raw traceback to stderr for
+        every refused connect (once a second while the PBX is away), outside the log format."""
+
+        def attempt() -> BaseException | None:
+            try:
+                self._connect_and_subscribe(esl)
+            except Exception as exc:
+                return exc
+            return None
+
+        worker = gevent.spawn(attempt)
         while not worker.ready():
             if self._stop.is_set():
                 worker.kill(block=True, timeout=1.0)
                 raise EslCommandError("stopped while connecting")
             worker.join(timeout=_POLL_S)
-        if not worker.successful():
-            raise worker.exception or EslCommandError("connect failed")
+        failure = worker.value if worker.successful() else worker.exception
+        if failure is not None:
+            raise failure
 
     def _count_wire(self, esl: HardenedInboundESL) -> None:
         """Fold one finished connection's framing counters into the connector's."""
@@ -589,35 +613,45 @@ class FreeswitchConnector:
             self._wire_errors += 1
 
     def _watch(self, esl: HardenedInboundESL) -> str:
-        """Wait while the connection is good, probing it; return why it is not any more."""
+        """Wait while the connection lives, probing it; return why it does not any more."""
         cfg = self.config
         liveness = cfg.heartbeat_liveness_s
+        timeout = cfg.probe_timeout_s
         next_probe = time.monotonic() + cfg.probe_interval_s
-        probe: gevent.Greenlet[Any] | None = None
+        probe: gevent.event.AsyncResult | None = None
         probe_sent = 0.0
+        hung_since: float | None = None
         while not self._stop.is_set():
             if esl.closed.wait(timeout=_POLL_S):
                 return esl.failure or "connection closed"
             now = time.monotonic()
-            if liveness and now - self._last_frame > liveness:
+            silent = now - self._last_frame
+            if liveness and silent > liveness:
                 return f"no HEARTBEAT or other frame for {liveness:g} s"
             if probe is not None and probe.ready():
-                if not probe.successful() and not esl.closed.is_set():
-                    return f"the status probe failed: {type(probe.exception).__name__}"
-                probe = None
-            # no answer and no byte at all within the deadline: hung (an answer late behind a burst of
-            # events is not missing: the bytes prove life)
-            timeout = cfg.probe_timeout_s
-            if probe is not None and now - probe_sent > timeout and now - self._last_frame > timeout:
+                probe = None  # answered (a failure means the connection is gone: closed is set)
+            if hung_since is not None and self._last_frame > hung_since:
+                log.warning("%s: FreeSWITCH answers again after %.1f s; the session and its queued events "
+                            "were kept", self.name, now - hung_since)
+                self._set_state(LinkState.CONNECTED)
+                hung_since = None
+            # no answer and not a byte within the deadline: hung (an answer late behind a burst of events is
+            # not missing: the bytes prove life)
+            if hung_since is None and probe is not None and now - probe_sent > timeout and silent > timeout:
                 self._probe_timeouts += 1
-                probe.kill(block=False)
-                return f"no answer to 'api status' within {cfg.probe_timeout_s:g} s: FreeSWITCH presumed hung"
+                hung_since = now
+                reason = (f"no answer to 'api status' within {timeout:g} s: FreeSWITCH presumed hung; "
+                          f"keeping the session for what it queues (given up after {liveness:g} s)")
+                log.warning("%s: %s", self.name, reason)
+                self._set_state(LinkState.UNRESPONSIVE, reason)
             if probe is None and cfg.probe_interval_s and now >= next_probe:
                 self._probes += 1
                 probe_sent = now
                 next_probe = now + cfg.probe_interval_s
-                # the reply is matched by order; a late one after a kill ends the connection anyway
-                probe = gevent.spawn(esl.send, "api status", cfg.probe_timeout_s + 1.0)
+                try:
+                    probe = esl.send_nowait("api status")
+                except (OSError, NotConnectedError):
+                    return esl.failure or "connection lost while probing"
         return "stopped"
 
     def _connect_failed(self, where: str, exc: BaseException, delay: float) -> None:

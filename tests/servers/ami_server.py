@@ -29,8 +29,9 @@ What each connection does after Login is a ``Session`` (the i-th connection play
 ``stop_listening()`` / ``listen_again()`` close and reopen the listening socket on the same port
 (connects are refused in between, as while Asterisk restarts). ``freeze()`` / ``thaw()`` play a hung
 Asterisk (``kill -STOP``): open connections get nothing (no Pong, no event) and nothing they send is
-read, new connections are accepted by the kernel but get no banner, until ``thaw()``. ``secret`` may be
-changed while it runs (a password changed on the PBX side). The server records what it saw:
+read, new connections are accepted by the kernel but get no banner, until ``thaw()``; ``push(data)``
+queues events for every session (sent at once, or at ``thaw()``). ``secret`` may be changed while it
+runs (a password changed on the PBX side). The server records what it saw:
 ``logins`` (username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
 
 Usage::
@@ -120,6 +121,13 @@ class AmiServer:
 
     def thaw(self) -> None:
         self._running.set()
+
+    async def push(self, data: bytes) -> None:
+        """Send event bytes to every open connection, as Asterisk queues an event for every session: held
+        while frozen, sent once thawed."""
+        await self._running.wait()
+        for writer in list(self._writers):
+            writer.write(data)
 
     async def __aenter__(self) -> AmiServer:
         await self.start()
