@@ -10,7 +10,8 @@ exact bytes of the lifecycle fixtures:
 * ``event plain|json <names>`` -> ``+OK event listener enabled <fmt>``, then the recorded event
   frames of that format (or whatever frames it has), only the subscribed Event-Names unless ``ALL``;
 * ``filter <h> <v>`` -> ``+OK filter added. [h]=[v]`` (acknowledged, recorded, not applied);
-* ``api <cmd>`` -> ``api/response`` (``status``/``version`` canned, else ``-ERR``);
+* ``api <cmd>`` -> ``api/response`` (``status``: the real FreeSWITCH 1.11.1 answer of lifecycle fixture
+  F8; ``version`` canned; else ``-ERR``);
   ``bgapi <cmd>`` -> ``+OK Job-UUID: <uuid>``; ``exit`` -> ``+OK bye`` + notice + close.
 
 Fault injection, per connection (``EslSession``): FIN or RST in the middle of a body, FIN at a
@@ -51,6 +52,8 @@ NOTICE_BYE = (
     b"Content-Type: text/disconnect-notice\nContent-Length: 67\n\n"
     b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 )
+_STATUS_FRAME = Path(__file__).resolve().parent.parent / "fixtures" / "lifecycle" / "freeswitch" / "F8-api-status.frame"
+STATUS_BODY = _STATUS_FRAME.read_bytes().split(b"\n\n", 1)[1].decode()
 RUDE_REJECTION = b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n"
 EVENT_TYPES = (b"text/event-plain", b"text/event-json")
 
@@ -420,10 +423,7 @@ class EslTestServer:
     def _api(command: str) -> str:
         name = command.split(" ", 1)[0]
         if name == "status":
-            return (
-                "UP 0 years, 0 days, 0 hours, 0 minutes, 25 seconds\n"
-                "FreeSWITCH (Version 1.11.1-release  64bit) is ready\n"
-            )
+            return STATUS_BODY  # what FreeSWITCH 1.11.1 answered, byte for byte (lifecycle fixture F8)
         if name == "version":
             return "FreeSWITCH Version 1.11.1-release~64bit ( 64bit)\n"
         return f"-ERR {name} Command not found!\n"
