@@ -433,10 +433,6 @@ class AlertLifecycle:
                 return False
         return True
 
-    # kept for callers of the first API
-    def inhibited(self, alert: Alert) -> bool:
-        return self.blind(alert)
-
     # -- timers ----------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Notification]:
         """Flush every group whose timer is due at ``now``; returns what was emitted."""
@@ -554,9 +550,7 @@ class AlertLifecycle:
         redress: list[dict[str, Any]] = []
         if kw is not None and kw.evidence is not None:
             horizon = (kw.head - th.window_buckets + 1) * th.bucket_s  # start of the window's oldest bucket
-            cats = th.categories
-            conf = cfg.confidence
-            codes = cfg.sip_codes
+            cats, conf, codes = th.categories, th.confidences, th.codes
             seen_contacts: set[tuple[str, ...]] = set()
             for s in reversed(kw.evidence.samples):  # newest first
                 if s[S_T] < horizon or s[S_CATEGORY] not in cats:
