@@ -59,7 +59,7 @@ class AsteriskConnectorConfig(_Strict):
     trunks: list[str] | None = None  # only these PJSIP endpoints are trunks (default: any Dial target)
     ping_interval: Duration = 2.0  # a hung PBX is found within ping_interval + ping_timeout
     ping_timeout: Duration = 3.0
-    hung_timeout: Duration = 60.0  # a hung PBX keeps its session (its queued events) this long, then redial
+    hung_timeout: Duration = 60.0  # silent this long: redial if the PBX greets a new connection (else keep)
     connect_timeout: Duration = 10.0
     banner_timeout: Duration = 3.0  # no banner: the PBX is hung; no Login is sent into its queue
     login_timeout: Duration = 10.0

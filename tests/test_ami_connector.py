@@ -170,6 +170,30 @@ async def test_a_hung_pbx_keeps_its_session_and_the_calls_it_queued_arrive_when_
     assert got[0].sip_code == 608
 
 
+async def test_a_pbx_hung_longer_than_hung_timeout_still_keeps_its_session() -> None:
+    """Live lab: a 90 s SIGSTOP outlasted the 60 s hung_timeout; the session was given up, and the 12 calls
+    Asterisk ended in the 0.7 s between SIGCONT and the new login were lost. Now a second connection is
+    asked first: while it gets no banner either, the whole PBX is hung and the session is kept."""
+    recording = (FIXTURES / "01-608-rejected.enriched.ami").read_bytes()
+    stream = event_stream(recording)
+    half = stream.index(b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/")
+    got: list[CallOutcome] = []
+    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream[:half])]) as server:
+        cfg = config(server.port, ping_interval=0.1, ping_timeout=0.2, hung_timeout=0.3, banner_timeout=0.1)
+        async with running(cfg, got.append) as c:
+            await until(lambda: server.pings >= 1 and c.health().state == LinkState.CONNECTED)
+            server.freeze()
+            queued = asyncio.create_task(server.push(stream[half:]))
+            await until(lambda: c.health().extra["whole_pbx_hung_checks"] >= 3)  # well past hung_timeout
+            assert c.health().state == LinkState.UNRESPONSIVE and "whole PBX is hung" in str(c.health().last_error)
+            server.thaw()
+            await queued
+            await until(lambda: len(got) == 1 and c.health().state == LinkState.CONNECTED)
+            await asyncio.sleep(0.3)
+            assert c.health().reconnects == 0 and len(server.logins) == 1  # the same session all along
+    assert got[0].sip_code == 608
+
+
 async def test_wrong_secret(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-secret-value-1234"

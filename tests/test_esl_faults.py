@@ -108,11 +108,35 @@ async def test_heartbeat_silence_forces_a_reconnect(stream, caplog) -> None:
     with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions, default=default) as server:
         async with running(fast_config(server, heartbeat_liveness_s=0.3)) as (connector, received):
             await wait_until(lambda: connector.health().connects == 2)
-            assert "no HEARTBEAT or other frame for 0.3 s" in caplog.text
+            # FreeSWITCH greets a new connection: this session is stuck, not the PBX
+            assert "while FreeSWITCH greets a new connection: session given up" in caplog.text
             await wait_until(lambda: len(received) == len(ids))
             await wait_until(lambda: connector.health().extra["heartbeats"] >= 10)  # > 0.3 s of heartbeats
             health = connector.health()
     assert health.connects == 2 and health.state == LinkState.CONNECTED  # heartbeats keep it alive
+
+
+async def test_a_freeswitch_hung_past_the_liveness_limit_keeps_its_session(stream, caplog) -> None:
+    """Live lab: a 90 s SIGSTOP outlasted the 60 s liveness limit; the session was given up and the calls
+    FreeSWITCH ended the moment it resumed (before the new subscription) were lost. Now a second connection
+    is asked first: while it gets no auth/request either, the whole FreeSWITCH is hung and the session kept."""
+    frames, ids = stream
+    session = EslSession(settle=0.5, heartbeat_every=0.05)
+    with EslTestServer(password=PASSWORD, plain=frames, default=session) as server:
+        config = fast_config(server, heartbeat_liveness_s=0.3, probe_interval_s=0.1, probe_timeout_s=0.1)
+        async with running(config) as (connector, received):
+            await wait_until(lambda: connector.health().state == LinkState.CONNECTED)
+            server.freeze()  # before the calls are streamed: FreeSWITCH ends them while stopped
+            await wait_until(lambda: connector.health().extra["whole_pbx_hung_checks"] >= 3)
+            health = connector.health()
+            assert health.state == LinkState.UNRESPONSIVE and "whole FreeSWITCH is hung" in str(health.last_error)
+            assert received == []
+            server.thaw()
+            await wait_until(lambda: len(received) == len(ids) and connector.health().state == LinkState.CONNECTED)
+            await asyncio.sleep(0.3)
+            health = connector.health()
+    assert health.connects == 1 and health.reconnects == 0  # the same session all along
+    assert {o.call_id for o in received} == ids
 
 
 async def test_server_down_then_up(stream) -> None:

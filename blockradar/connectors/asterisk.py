@@ -3,8 +3,9 @@
 Owns the AMI transport: connect (plain or TLS), Login, waiting for ``FullyBooted``, liveness
 (a Ping every ``ping_interval`` with a ``ping_timeout`` deadline, so a hung PBX is found within a few
 seconds; a Pong late behind a burst of events does not count as missing while bytes keep
-arriving; a hung PBX keeps its session, UNRESPONSIVE, for ``hung_timeout``, so the events it queued
-arrive when it resumes), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
+arriving; a hung PBX keeps its session, UNRESPONSIVE, so the events it queued arrive when it resumes;
+after ``hung_timeout`` a second connection asks whether the PBX greets anyone: only if it does is the
+silent session given up), reconnect at least every second while the PBX is away (``RedialSchedule``), and the
 health snapshot.
 panoramisk (pinned 1.4) does the action side: ``Action`` objects, ActionIDs, matching responses
 to futures. Its reconnect loop, pinger, event dispatch and per-chunk decoding are NOT used; they
@@ -71,7 +72,9 @@ class AsteriskConfig:
     events: str = "system,call,dialplan,user"
     ping_interval: float = 2.0
     ping_timeout: float = 3.0
-    hung_timeout: float = 60.0  # a hung PBX keeps its session this long (its queued events arrive on resume)
+    # silent this long, the session is given up if a new connection gets the banner (the PBX is alive, this
+    # session is stuck); while new connections get nothing either, the whole PBX is hung: the session is kept
+    hung_timeout: float = 60.0
     connect_timeout: float = 10.0
     banner_timeout: float = 3.0  # Asterisk sends its banner at once; none means it is hung: no Login is sent
     login_timeout: float = 10.0  # Asterisk waits 1 s before it says "Authentication failed"
@@ -176,6 +179,22 @@ class _AmiProtocol(AMIProtocol):
             transport.close()
 
 
+class _GreetingProbe(asyncio.Protocol):
+    """A connection that only listens: resolves ``greeted`` True on its first byte or when the PBX closes
+    it (alive either way)."""
+
+    def __init__(self, greeted: asyncio.Future[bool]) -> None:
+        self._greeted = greeted
+
+    def data_received(self, data: bytes) -> None:
+        if not self._greeted.done():
+            self._greeted.set_result(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._greeted.done():
+            self._greeted.set_result(True)
+
+
 class _AmiManager(Manager):
     """panoramisk's Manager with its own reconnect, pinger and dispatch switched off: the
     connector's supervisor decides when to connect, and events never reach ``dispatch``."""
@@ -244,6 +263,7 @@ class AsteriskConnector:
         self._sink_errors = 0
         self._pings = 0
         self._pong_timeouts = 0
+        self._whole_pbx_hung = 0  # hang checks where a new connection got no banner either
         self._last_data = 0.0  # monotonic time of the last bytes from the PBX
         self._first_bytes = asyncio.Event()  # this connection has received something (the banner)
         self._silent_connects = 0  # connections in a row that got no banner (a hung PBX)
@@ -306,6 +326,7 @@ class AsteriskConnector:
                 "connect_failures": self._connect_failures,
                 "pings": self._pings,
                 "pong_timeouts": self._pong_timeouts,
+                "whole_pbx_hung_checks": self._whole_pbx_hung,
                 "shutdowns": self._shutdowns,
                 "silent_connects": self._silent_connects,
                 "in_progress_recovered": tstats.in_progress_recovered,
@@ -501,31 +522,93 @@ class AsteriskConnector:
     async def _hung(self, protocol: _AmiProtocol, ping: asyncio.Future[Any]) -> bool:
         """No Pong and not a byte: the PBX is presumed hung. The link is down (UNRESPONSIVE) but the session
         is kept: Asterisk queues the events for it and sends them the moment it resumes, where a new
-        session would miss every call that ends then. Returns True when it answers again, False when the
-        session is given up (``hung_timeout``) or lost."""
+        session would miss every call that ends then. After ``hung_timeout`` a second connection tells a
+        hung PBX (no banner for anyone: keep waiting) from a stuck session (the PBX greets the newcomer:
+        give it up). Returns True when it answers again, False when the session is given up."""
         cfg = self.config
         self._pong_timeouts += 1
         since = self._clock.monotonic()
         reason = (f"no Pong within {cfg.ping_timeout:g} s: PBX presumed hung; keeping the session for what it "
-                  f"queues (given up after {cfg.hung_timeout:g} s)")
+                  f"queues")
         log.warning("%s: %s", self.name, reason)
         self._set_state(LinkState.UNRESPONSIVE, reason)
-        while True:
-            await asyncio.wait({ping, protocol.lost}, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
-            if protocol.lost.done():
-                return True  # lost: the caller's loop reports why
-            now = self._clock.monotonic()
-            if ping.done() or self._last_data > since:
-                log.warning("%s: the PBX answers again after %.1f s; the session and its queued events were kept",
-                            self.name, now - since)
-                self._set_state(LinkState.CONNECTED)
-                return True
-            if now - since > cfg.hung_timeout:
-                reason = f"no answer for {cfg.hung_timeout:g} s: giving up on the session, reconnecting"
-                log.warning("%s: %s", self.name, reason)
-                self._set_state(LinkState.BACKING_OFF, reason)
-                protocol.abort()
-                return False
+        next_check = since + cfg.hung_timeout
+        give_up_at: float | None = None
+        probe: asyncio.Future[bool] | None = None
+        whole_pbx_hung = False  # said once per hang
+        try:
+            while True:
+                waiters = {ping, protocol.lost} if probe is None else {ping, protocol.lost, probe}
+                await asyncio.wait(waiters, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+                if protocol.lost.done():
+                    return True  # lost: the caller's loop reports why
+                if self._answers_since(ping, since):
+                    return True
+                now = self._clock.monotonic()
+                if give_up_at is not None:
+                    if now < give_up_at:
+                        continue
+                    reason = (f"no answer for {now - since:.0f} s while the PBX greets a new connection: "
+                              f"giving up on the session, reconnecting")
+                    log.warning("%s: %s", self.name, reason)
+                    self._set_state(LinkState.BACKING_OFF, reason)
+                    protocol.abort()
+                    return False
+                if probe is None:
+                    if now >= next_check:
+                        probe = asyncio.ensure_future(self._pbx_greets_a_new_connection())
+                    continue
+                if not probe.done():
+                    continue
+                greets, probe = probe.result(), None
+                if greets:
+                    # a PBX that just resumed flushes this session too: a Pong's time for that
+                    give_up_at = now + cfg.ping_timeout
+                    continue
+                self._whole_pbx_hung += 1
+                if not whole_pbx_hung:
+                    whole_pbx_hung = True
+                    reason = (f"no answer for {now - since:.0f} s, and a new connection gets no banner "
+                              f"either: the whole PBX is hung; keeping the session until it resumes")
+                    log.warning("%s: %s", self.name, reason)
+                    self._set_state(LinkState.UNRESPONSIVE, reason)
+                next_check = now + cfg.ping_interval
+        finally:
+            if probe is not None:
+                probe.cancel()
+
+    def _answers_since(self, ping: asyncio.Future[Any], since: float) -> bool:
+        """The hung session spoke again (a Pong or any byte): back to CONNECTED, logged."""
+        if not (ping.done() or self._last_data > since):
+            return False
+        log.warning("%s: the PBX answers again after %.1f s; the session and its queued events were kept",
+                    self.name, self._clock.monotonic() - since)
+        self._set_state(LinkState.CONNECTED)
+        return True
+
+    async def _pbx_greets_a_new_connection(self) -> bool:
+        """Open a second connection and wait ``banner_timeout`` for the banner. True: the PBX greets it, or
+        refuses it (nothing listens: the session is stale either way). False: connected but silent, or no
+        answer to the TCP handshake at all (the PBX, its host or the path is hung). Nothing is sent on it."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        greeted: asyncio.Future[bool] = loop.create_future()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _GreetingProbe(greeted), cfg.host, cfg.port,
+                                       ssl=cfg.ssl_context(), server_hostname=cfg.tls_server_name()),
+                cfg.connect_timeout,
+            )
+        except ConnectionRefusedError:
+            return True
+        except (OSError, TimeoutError):
+            return False
+        try:
+            return await asyncio.wait_for(asyncio.shield(greeted), cfg.banner_timeout)
+        except TimeoutError:
+            return False
+        finally:
+            transport.abort()
 
     # -- data path -------------------------------------------------------------------------------
 

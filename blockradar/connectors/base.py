@@ -29,7 +29,8 @@ class LinkState(enum.StrEnum):
     CONNECTED = "connected"
     # connected, but the PBX answers nothing (no Pong / probe answer, not a byte): presumed hung. The
     # session is kept, so what the PBX queued for it arrives the moment it resumes; given up (redial)
-    # after the connector's hung timeout.
+    # after the connector's hung timeout only if the PBX greets a second connection (the session, not
+    # the PBX, is stuck).
     UNRESPONSIVE = "unresponsive"
     AUTH_FAILED = "auth_failed"  # wrong credentials / ACL rejection: retried every auth_backoff, alert
     BACKING_OFF = "backing_off"  # waiting before the next connect attempt

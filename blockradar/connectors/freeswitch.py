@@ -21,7 +21,9 @@ Owns the transport (shared/reference/panoramisk-greenswitch-study.md §3, §5): 
   not a byte within the deadline make the link ``UNRESPONSIVE`` (down, for alerts and health), but
   the session is kept: FreeSWITCH queues its events for it and delivers them the moment it resumes
   (a new session would miss the calls that end then). No frame at all for ``heartbeat_liveness_s``
-  (FreeSWITCH sends HEARTBEAT every 20 s) gives up on the session and reconnects. Every byte
+  (FreeSWITCH sends HEARTBEAT every 20 s) asks a second connection: if FreeSWITCH greets it, this
+  session is stuck and is given up; if it gets nothing either, the whole FreeSWITCH is hung and the
+  session is kept until it resumes, however long that takes. Every byte
   received is proof of life (``ConnectorHealth.last_event_at``), which the alert lifecycle needs
   before it lets an alert resolve.
 * ``-ERR invalid`` and ``text/rude-rejection`` -> ``LinkState.AUTH_FAILED`` with a clear
@@ -53,6 +55,7 @@ from typing import Any, BinaryIO
 
 import gevent
 import gevent.event
+import gevent.socket
 from greenswitch.esl import ESLEvent, InboundESL, NotConnectedError
 
 from blockradar.clock import Clock, EventTimeGuard, SystemClock
@@ -103,9 +106,10 @@ class FreeswitchConfig:
     events: tuple[str, ...] = (*NORMALIZER_EVENTS, HEARTBEAT_EVENT)
     event_format: str = "plain"  # "plain" (default, cheapest) or "json"
     filters: tuple[str, ...] = ()  # ESL "filter <header> <value>" lines, e.g. "Call-Direction outbound"
-    heartbeat_liveness_s: float = 60.0  # no frame at all for this long -> reconnect
+    # no frame at all for this long: reconnect if FreeSWITCH greets a new connection (else it is hung: keep)
+    heartbeat_liveness_s: float = 60.0
     probe_interval_s: float = 2.0  # "api status" this often while connected (0: no probe)
-    probe_timeout_s: float = 3.0  # no answer within this -> FreeSWITCH presumed hung, reconnect
+    probe_timeout_s: float = 3.0  # no answer within this -> FreeSWITCH presumed hung (UNRESPONSIVE)
     backoff_min_s: float = 0.25
     backoff_max_s: float = 1.0  # while FreeSWITCH is away, try it at least this often
     auth_backoff_s: float = 30.0  # wrong password / ACL: retried this often (and on SIGHUP)
@@ -405,6 +409,7 @@ class FreeswitchConnector:
         self._redial = RedialSchedule(config.backoff_min_s, config.backoff_max_s, config.auth_backoff_s, self._rng)
         self._probes = 0
         self._probe_timeouts = 0
+        self._whole_pbx_hung = 0  # liveness checks where a new connection got no greeting either
         self._thread: threading.Thread | None = None
         self._handoff: OutcomeHandoff | None = None
         self._last_frame = time.monotonic()
@@ -460,6 +465,7 @@ class FreeswitchConnector:
             redials=self._redial.waits,
             redial_longest_s=round(self._redial.longest, 3),
             probe_timeouts=self._probe_timeouts,
+            whole_pbx_hung_checks=self._whole_pbx_hung,
             truncated_frames=self._truncated,
             duplicates=stats.duplicates,
             legs_ignored=stats.legs_ignored,
@@ -621,38 +627,89 @@ class FreeswitchConnector:
         probe: gevent.event.AsyncResult | None = None
         probe_sent = 0.0
         hung_since: float | None = None
-        while not self._stop.is_set():
-            if esl.closed.wait(timeout=_POLL_S):
-                return esl.failure or "connection closed"
-            now = time.monotonic()
-            silent = now - self._last_frame
-            if liveness and silent > liveness:
-                return f"no HEARTBEAT or other frame for {liveness:g} s"
-            if probe is not None and probe.ready():
-                probe = None  # answered (a failure means the connection is gone: closed is set)
-            if hung_since is not None and self._last_frame > hung_since:
-                log.warning("%s: FreeSWITCH answers again after %.1f s; the session and its queued events "
-                            "were kept", self.name, now - hung_since)
-                self._set_state(LinkState.CONNECTED)
-                hung_since = None
-            # no answer and not a byte within the deadline: hung (an answer late behind a burst of events is
-            # not missing: the bytes prove life)
-            if hung_since is None and probe is not None and now - probe_sent > timeout and silent > timeout:
-                self._probe_timeouts += 1
-                hung_since = now
-                reason = (f"no answer to 'api status' within {timeout:g} s: FreeSWITCH presumed hung; "
-                          f"keeping the session for what it queues (given up after {liveness:g} s)")
-                log.warning("%s: %s", self.name, reason)
-                self._set_state(LinkState.UNRESPONSIVE, reason)
-            if probe is None and cfg.probe_interval_s and now >= next_probe:
-                self._probes += 1
-                probe_sent = now
-                next_probe = now + cfg.probe_interval_s
-                try:
-                    probe = esl.send_nowait("api status")
-                except (OSError, NotConnectedError):
-                    return esl.failure or "connection lost while probing"
-        return "stopped"
+        greeter: gevent.Greenlet | None = None  # the second connection asked once silent past liveness
+        next_greeting = 0.0
+        give_up_at: float | None = None  # FreeSWITCH greeted a newcomer: this session's last chance
+        whole_pbx_hung = False  # said once per hang
+        try:
+            while not self._stop.is_set():
+                if esl.closed.wait(timeout=_POLL_S):
+                    return esl.failure or "connection closed"
+                now = time.monotonic()
+                silent = now - self._last_frame
+                if probe is not None and probe.ready():
+                    probe = None  # answered (a failure means the connection is gone: closed is set)
+                if hung_since is not None and self._last_frame > hung_since:
+                    log.warning("%s: FreeSWITCH answers again after %.1f s; the session and its queued events "
+                                "were kept", self.name, now - hung_since)
+                    self._set_state(LinkState.CONNECTED)
+                    hung_since, give_up_at, whole_pbx_hung = None, None, False
+                # no answer and not a byte within the deadline: hung (an answer late behind a burst of events
+                # is not missing: the bytes prove life)
+                if hung_since is None and probe is not None and now - probe_sent > timeout and silent > timeout:
+                    self._probe_timeouts += 1
+                    hung_since = now
+                    reason = (f"no answer to 'api status' within {timeout:g} s: FreeSWITCH presumed hung; "
+                              f"keeping the session for what it queues")
+                    log.warning("%s: %s", self.name, reason)
+                    self._set_state(LinkState.UNRESPONSIVE, reason)
+                if liveness and silent > liveness:
+                    if give_up_at is not None:
+                        if now >= give_up_at:
+                            return (f"no frame for {silent:.1f} s while FreeSWITCH greets a new connection: "
+                                    f"session given up")
+                    elif greeter is None:
+                        if now >= next_greeting:
+                            greeter = gevent.spawn(self._freeswitch_greets_a_new_connection)
+                    elif greeter.ready():
+                        greets = bool(greeter.value) if greeter.successful() else False
+                        greeter = None
+                        if greets:  # a FreeSWITCH that just resumed flushes this session too: a probe's time
+                            give_up_at = now + timeout
+                        else:
+                            self._whole_pbx_hung += 1
+                            next_greeting = now + max(cfg.probe_interval_s, _POLL_S)
+                            if not whole_pbx_hung:
+                                whole_pbx_hung = True
+                                hung_since = hung_since or now
+                                reason = (f"no frame for {silent:.0f} s, and a new connection gets no greeting "
+                                          f"either: the whole FreeSWITCH is hung; keeping the session until it "
+                                          f"resumes")
+                                log.warning("%s: %s", self.name, reason)
+                                self._set_state(LinkState.UNRESPONSIVE, reason)
+                if probe is None and cfg.probe_interval_s and now >= next_probe:
+                    self._probes += 1
+                    probe_sent = now
+                    next_probe = now + cfg.probe_interval_s
+                    try:
+                        probe = esl.send_nowait("api status")
+                    except (OSError, NotConnectedError):
+                        return esl.failure or "connection lost while probing"
+            return "stopped"
+        finally:
+            if greeter is not None:
+                greeter.kill(block=False)
+
+    def _freeswitch_greets_a_new_connection(self) -> bool:
+        """Open a second connection and wait ``probe_timeout_s`` for ``auth/request``. True: FreeSWITCH
+        greets it, closes it or refuses it (alive, or nothing listens: this session is stale either way).
+        False: connected but silent, or no answer to the TCP handshake (FreeSWITCH, its host or the path is
+        hung). Nothing is sent on it."""
+        cfg = self.config
+        try:
+            sock = gevent.socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout_s)
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # timeouts included
+            return False
+        try:
+            sock.settimeout(cfg.probe_timeout_s)
+            sock.recv(64)  # b"": closed by FreeSWITCH, alive too
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
 
     def _connect_failed(self, where: str, exc: BaseException, delay: float) -> None:
         self._failures_in_row += 1
