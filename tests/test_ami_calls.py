@@ -249,6 +249,25 @@ def test_a_leg_already_dialling_when_the_session_began_is_rebuilt_from_its_hangu
     assert tracker.stats.in_progress_recovered == 1
 
 
+def test_a_leg_rebuilt_from_its_hangup_keeps_the_glue_its_hangup_handler_sent_before() -> None:
+    """Live lab (Asterisk 22, kill -9 of the daemon): 10 calls rebuilt after the login lost their SIP phrase
+    and Call-ID: the glue's VarSets (the leg's hangup handler, just before its Hangup) were dropped for a
+    leg not seen begin, and a 603 Network Blocked would read as a plain decline."""
+    tracker = AmiCallTracker()
+    tracker.session_started(1795458900.0)
+    varset = {"Event": "VarSet", "Channel": LEG, "Uniqueid": UID}
+    assert tracker.feed({**varset, "Variable": "SIP_CALLID", "Value": "abc@carrier"}, 1795458901.0) is None
+    assert tracker.feed({**varset, "Variable": "SIP_TECHCAUSE", "Value": "SIP 603 Network Blocked"},
+                        1795458901.0) is None
+    assert tracker.feed({**varset, "Uniqueid": "1795458950.40", "Variable": "SIP_CALLID", "Value": "x"},
+                        1795458951.0) is None  # born after the login: its DialBegin will come, nothing kept
+    outcome = tracker.feed(hangup(TechCause="603", Cause="21"), 1795458901.0)
+    assert outcome is not None
+    assert (outcome.sip_code, outcome.sip_phrase, outcome.call_id) == (603, "Network Blocked", "abc@carrier")
+    assert tracker.stats.in_progress_recovered == 1
+    assert tracker._early_glue == {}  # taken by the Hangup; the one born after the login was never kept
+
+
 def test_only_outbound_legs_from_before_the_session_are_rebuilt() -> None:
     tracker = AmiCallTracker()
     tracker.session_started(1795458900.0)

@@ -17,7 +17,9 @@ Asterisk 22.10.1):
   numbers, ``TechCause``, ``Cause`` and the glue's ``ChanVariable``s, so it becomes an outcome when
   the channel was created before the session's login (the epoch in its ``Uniqueid``) and by another
   channel (``Linkedid`` differs from ``Uniqueid``: an inbound carrier call is its own first channel).
-  Its talk time is unknown (None); counted in ``in_progress_recovered``.
+  The glue's ``VarSet``s / ``UserEvent`` that precede that ``Hangup`` (the leg's hangup handler) are kept
+  for it (bounded), so its SIP phrase and Call-ID are not lost. Its start is the whole second in its
+  ``Uniqueid`` and its talk time is unknown (None); counted in ``in_progress_recovered``.
 * ``caller_number``/``caller_name``: the leg's ``ConnectedLineNum``/``Name`` (our side, sent in
   From). ``CallerIDNum`` on an outbound leg is the *dialled* party.
 * ``callee_number``: the dialled number: ``DestCallerIDNum`` of the ``DialBegin``, else the leg's
@@ -255,6 +257,8 @@ class AmiCallTracker:
     _legs: dict[str, _Leg] = field(default_factory=dict, init=False, repr=False)
     _by_channel: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _unlinked: dict[str, tuple[dict[str, str], float | None]] = field(default_factory=dict, init=False, repr=False)
+    # glue values of legs born before the session, kept for their Hangup: uid -> [techcause, callid]
+    _early_glue: dict[str, list[str | None]] = field(default_factory=dict, init=False, repr=False)
     _emitted: dict[str, None] = field(default_factory=dict, init=False, repr=False)
     _tech_prefixes: tuple[str, ...] = field(default=(), init=False, repr=False)
     _session_started_at: float | None = field(default=None, init=False, repr=False)
@@ -354,14 +358,18 @@ class AmiCallTracker:
             leg.answered_at = at
 
     def _varset(self, ev: dict[str, str], at: float | None) -> None:
-        leg = self._legs.get(ev.get("Uniqueid", ""))
-        if leg is None:
-            return
+        uid = ev.get("Uniqueid", "")
         variable = ev.get("Variable")
         value = ev.get("Value")
-        if variable == GLUE_TECHCAUSE_VAR and value:
+        if not value or variable not in (GLUE_TECHCAUSE_VAR, GLUE_CALLID_VAR):
+            return
+        leg = self._legs.get(uid)
+        if leg is None:
+            self._keep_early_glue(uid, ev.get("Channel"), value if variable == GLUE_TECHCAUSE_VAR else None,
+                                  value if variable == GLUE_CALLID_VAR else None)
+        elif variable == GLUE_TECHCAUSE_VAR:
             leg.glue_techcause = value
-        elif variable == GLUE_CALLID_VAR and value:
+        else:
             leg.glue_callid = value
 
     def _user_event(self, ev: dict[str, str], at: float | None) -> None:
@@ -374,6 +382,7 @@ class AmiCallTracker:
             uid = self._by_channel.get(dialed, "") if dialed else ""
             leg = self._legs.get(uid)
         if leg is None:
+            self._keep_early_glue(ev.get("Uniqueid", ""), ev.get("Channel"), ev.get("TechCause"), ev.get("CallID"))
             return
         if ev.get("TechCause"):
             leg.glue_techcause = ev["TechCause"]
@@ -404,14 +413,35 @@ class AmiCallTracker:
         return self._finish(leg, ev, at)
 
     def _dialling_before_session(self, ev: dict[str, str], channel: str | None, uid: str) -> _Leg | None:
+        glue = self._early_glue.pop(uid, None)
         started = self._session_started_at
         born = uniqueid_epoch(uid)
         linked = ev.get("Linkedid")
         trunk = self.trunk_of(channel)
         if started is None or born is None or born >= started or not linked or linked == uid or trunk is None:
             return None
-        return _Leg(uniqueid=uid, channel=channel or "", trunk=trunk, linkedid=linked, started_at=born,
-                    callee_number=_known(ev.get("CallerIDNum")), partial=True)
+        leg = _Leg(uniqueid=uid, channel=channel or "", trunk=trunk, linkedid=linked, started_at=born,
+                   callee_number=_known(ev.get("CallerIDNum")), partial=True)
+        if glue is not None:
+            leg.glue_techcause, leg.glue_callid = glue
+        return leg
+
+    def _keep_early_glue(self, uid: str, channel: str | None, techcause: str | None, callid: str | None) -> None:
+        """A glue value for a leg we never saw begin: kept for its Hangup when the leg is a trunk channel
+        born before this session (its DialBegin went by before the login); anything else is ignored."""
+        started = self._session_started_at
+        born = uniqueid_epoch(uid) if uid else None
+        if started is None or born is None or born >= started or self.trunk_of(channel) is None:
+            return
+        glue = self._early_glue.get(uid)
+        if glue is None:
+            glue = self._early_glue[uid] = [None, None]
+            if len(self._early_glue) > self.max_unlinked:
+                del self._early_glue[next(iter(self._early_glue))]
+        if techcause:
+            glue[0] = techcause
+        if callid:
+            glue[1] = callid
 
     # -- helpers ----------------------------------------------------------------------------------
 
