@@ -77,13 +77,13 @@ class AsteriskConnectorConfig(_Strict):
     def _durations(cls, value: Any) -> float:
         return _duration(value)
 
-    def to_runtime(self) -> Any:
+    def to_runtime(self, region: str = "US") -> Any:
         """The connector's own AsteriskConfig (secrets as blockradar.secret.Secret)."""
         from blockradar.connectors.asterisk import AsteriskConfig
 
         fields = self.model_dump(exclude={"type", "secret", "trunks"})
         return AsteriskConfig(**fields, secret=Secret(self.secret.get_secret_value()),
-                              trunks=frozenset(self.trunks) if self.trunks else None)
+                              trunks=frozenset(self.trunks) if self.trunks else None, region=region)
 
     @field_validator("events")
     @classmethod
@@ -115,7 +115,7 @@ class FreeswitchConnectorConfig(_Strict):
     max_pending: int = Field(default=10_000, ge=100)
     clock_skew_tolerance: Duration = 5.0
 
-    def to_runtime(self) -> Any:
+    def to_runtime(self, region: str = "US") -> Any:
         """The connector's own FreeswitchConfig (secrets as blockradar.secret.Secret)."""
         from blockradar.connectors.freeswitch import FreeswitchConfig
 
@@ -125,7 +125,7 @@ class FreeswitchConnectorConfig(_Strict):
             probe_timeout_s=self.probe_timeout, heartbeat_liveness_s=self.heartbeat_timeout,
             backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
             command_timeout_s=self.command_timeout, max_pending=self.max_pending,
-            clock_skew_tolerance_s=self.clock_skew_tolerance)
+            clock_skew_tolerance_s=self.clock_skew_tolerance, region=region)
 
     @field_validator("probe_interval", "probe_timeout", "heartbeat_timeout", "backoff_initial", "backoff_max",
                      "auth_backoff", "command_timeout", "clock_skew_tolerance", mode="before")
@@ -169,8 +169,25 @@ class SelfHealthConfig(_Strict):
         return _duration(value)
 
 
+class NumbersConfig(_Strict):
+    """How calling and called numbers are read: national forms are completed for this region."""
+
+    default_region: str = "US"  # ISO 3166 code; US by default: 603+ and 608 are North American practice
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        from blockradar.numbers import supported_regions
+
+        region = value.strip().upper()
+        if region not in supported_regions():
+            raise ValueError(f"unknown region {value!r}: use an ISO 3166 code such as US, CA, GB, DE")
+        return region
+
+
 class DaemonConfig(_Strict):
     connectors: list[ConnectorConfig] = Field(default_factory=list)
+    numbers: NumbersConfig = Field(default_factory=NumbersConfig)
     rules: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     thresholds: list[ThresholdConfig] | None = None
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)

@@ -61,8 +61,8 @@ class StartupError(Exception):
     """Something the operator must fix before the daemon can run (message names what and where)."""
 
 
-def make_connector(spec: Any, sink: Callable[[CallOutcome], None], clock: Clock) -> Connector:
-    runtime = spec.to_runtime()
+def make_connector(spec: Any, sink: Callable[[CallOutcome], None], clock: Clock, region: str = "US") -> Connector:
+    runtime = spec.to_runtime(region)
     if spec.type == "asterisk":
         from blockradar.connectors.asterisk import AsteriskConnector
 
@@ -142,7 +142,7 @@ class Daemon:
                 raise StartupError(f"{self.loaded.path}: http.listen: cannot listen on {config.http.listen}: "
                                    f"{exc.strerror or exc}") from None
         for spec in config.connectors:
-            connector = make_connector(spec, self._sink, self.clock)
+            connector = make_connector(spec, self._sink, self.clock, self.config.numbers.default_region)
             self.connectors.append(connector)
         for connector in self.connectors:
             await connector.start()
@@ -261,7 +261,7 @@ class Daemon:
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
             self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
             return False
-        for key in ("notifiers", "store", "http"):
+        for key in ("notifiers", "store", "http", "numbers"):
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
@@ -306,7 +306,7 @@ class Daemon:
         for index, connector in enumerate(self.connectors):
             if connector.name == spec.name:
                 await connector.close()
-                fresh = make_connector(spec, self._sink, self.clock)
+                fresh = make_connector(spec, self._sink, self.clock, self.config.numbers.default_region)
                 self.connectors[index] = fresh
                 await fresh.start()
                 return

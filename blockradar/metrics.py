@@ -83,6 +83,10 @@ class HealthCollector(Collector):
                                            labels=["connector"]),
             "expired_calls": CounterMetricFamily("blockradar_expired_calls",
                                                  "Call state expired without a hangup.", labels=["connector"]),
+            "numbers_kept_as_given": CounterMetricFamily(
+                "blockradar_numbers_kept_as_given",
+                "Caller/callee numbers kept as the PBX wrote them: not a possible number of numbers.default_region.",
+                labels=["connector"]),
             "clock_skewed": CounterMetricFamily("blockradar_clock_skew_events",
                                                 "Events whose PBX time was replaced by receive time.",
                                                 labels=["connector"]),

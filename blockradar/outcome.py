@@ -45,6 +45,9 @@ class CallOutcome:
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     call_info: str | None = None
     redress: Redress | None = None
+    # the number as the PBX wrote it, when that differs from the E.164 form above (display only)
+    caller_number_raw: str | None = None
+    callee_number_raw: str | None = None
 
     def __post_init__(self) -> None:
         if self.headers and not isinstance(self.headers, MappingProxyType):
@@ -80,6 +83,8 @@ class CallOutcome:
             "headers": dict(self.headers),
             "call_info": self.call_info,
             "redress": self.redress.to_dict() if self.redress else None,
+            "caller_number_raw": self.caller_number_raw,
+            "callee_number_raw": self.callee_number_raw,
         }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
 HEAD_BYTES = 4096
@@ -42,8 +43,9 @@ def detect_format(head: bytes) -> str | None:
     return None
 
 
-def read_recording(path: str | Path, connector: str = "replay") -> Recording:
-    """Every outcome of one recording file, in stream order, plus the reader's counters."""
+def read_recording(path: str | Path, connector: str = "replay", numbers: NumberPlan | None = None) -> Recording:
+    """Every outcome of one recording file, in stream order, plus the reader's counters. Numbers are
+    normalized with ``numbers`` (default: the US plan), as the live connectors do."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -52,12 +54,12 @@ def read_recording(path: str | Path, connector: str = "replay") -> Recording:
     if kind == "ami":
         from blockradar.connectors.ami_recording import read_ami_recording
 
-        ami = read_ami_recording(data, connector=connector)
+        ami = read_ami_recording(data, connector=connector, numbers=numbers)
         stats = {f.name: getattr(ami, f.name) for f in dataclasses.fields(ami) if f.name != "outcomes"}
         return Recording(str(path), "ami", ami.outcomes, stats)
     if kind == "esl":
         from blockradar.connectors.esl_recording import read_esl_recording
 
-        esl = read_esl_recording(data, connector=connector)
+        esl = read_esl_recording(data, connector=connector, numbers=numbers)
         return Recording(str(path), "esl", esl.outcomes, esl.stats.to_dict())
     raise RecordingError(f"{path}: not a recorded AMI or ESL stream (it starts with {data[:40]!r})")

@@ -421,5 +421,6 @@ def _outcome_from(data: dict[str, Any]) -> CallOutcome:
         callee_number=data.get("callee_number"), trunk=data.get("trunk"), sip_code=data.get("sip_code"),
         sip_phrase=data.get("sip_phrase"), reason=data.get("reason"), q850_cause=data.get("q850_cause"),
         pbx_cause=data.get("pbx_cause"), headers=data.get("headers") or {}, call_info=data.get("call_info"),
-        redress=redress,
+        redress=redress, caller_number_raw=data.get("caller_number_raw"),
+        callee_number_raw=data.get("callee_number_raw"),
     )

@@ -23,7 +23,7 @@ from tests.servers.esl_server import EslTestServer, load_event_frames
 FIXTURES = Path(__file__).parent / "fixtures"
 OUTCOME_KEYS = {"kind", "pbx", "connector", "call_id", "caller_number", "callee_number", "trunk", "sip_code",
                 "sip_phrase", "reason", "q850_cause", "pbx_cause", "answered", "talk_s", "ended_at", "category",
-                "confidence", "rule", "redress"}
+                "confidence", "rule", "redress", "caller_number_raw", "callee_number_raw"}
 ALERT_KEYS = {"kind", "state", "threshold", "severity", "scope", "count", "attempts", "rate", "window_s",
               "categories", "at", "redress"}
 
@@ -53,6 +53,54 @@ def test_replay_esl_atis_603plus():
     assert len(outcomes) == 1
     assert outcomes[0]["category"] == "analytics_block" and outcomes[0]["confidence"] == "high"
     assert outcomes[0]["redress"]["url"] == "https://analytics.example.net/redress"
+
+
+def national(stream: bytes, plus: bytes, national_prefix: bytes) -> bytes:
+    """A real recording with every +1555 number written the way many PBXes write them: the AMI one as
+    10 digits, the ESL one as 11 (its event bodies re-framed with their new Content-Length)."""
+    if plus == b"+1555":
+        return stream.replace(plus, national_prefix)
+    out, rest = [], stream
+    while rest:
+        head, sep, rest = rest.partition(b"\n\n")
+        lengths = [int(line.split(b":")[1]) for line in head.split(b"\n") if line.startswith(b"Content-Length:")]
+        length = lengths[0] if lengths else 0
+        body, rest = rest[:length], rest[length:]
+        body = body.replace(plus, national_prefix)
+        if length:
+            head = b"\n".join(b"Content-Length: %d" % len(body) if line.startswith(b"Content-Length:") else line
+                              for line in head.split(b"\n"))
+        out.append(head + sep + body)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize(("fixture", "plus", "prefix", "raw_caller"), [
+    ("asterisk/02-603plus-network-blocked.enriched.ami", b"+1555", b"555", "5557654321"),
+    ("freeswitch/02-603-network-blocked.esl", b"%2B1555", b"1555", "15557654321"),
+])
+def test_replay_of_national_numbers_gives_e164_outcomes(tmp_path: Path, fixture, plus, prefix, raw_caller):
+    original = (FIXTURES / fixture).read_bytes()
+    rewritten = national(original, plus, prefix)
+    assert plus not in rewritten
+    path = tmp_path / Path(fixture).name
+    path.write_bytes(rewritten)
+    before = [r for r in lines(blockradar("replay", str(FIXTURES / fixture), "--json")) if r["kind"] == "outcome"]
+    after = [r for r in lines(blockradar("replay", str(path), "--json")) if r["kind"] == "outcome"]
+    assert len(after) == len(before) == 1
+    assert after[0]["caller_number"] == before[0]["caller_number"] == "+15557654321"
+    assert after[0]["callee_number"] == before[0]["callee_number"]
+    assert after[0]["callee_number"].startswith("+1555")
+    assert (after[0]["caller_number_raw"], before[0]["caller_number_raw"]) == (raw_caller, None)
+    assert after[0]["category"] == before[0]["category"] == "analytics_block"
+    # the region decides what a national form means: in GB these digits are not the US number
+    elsewhere = lines(blockradar("replay", str(path), "--json", "--region", "GB", "--no-alerts"))
+    assert elsewhere[0]["caller_number"] != "+15557654321"
+    assert (elsewhere[0]["caller_number_raw"] or elsewhere[0]["caller_number"]) == raw_caller
+
+
+def test_replay_refuses_an_unknown_region() -> None:
+    run = blockradar("replay", str(FIXTURES / "asterisk/01-608-rejected.ami"), "--region", "XX")
+    assert run.returncode == 2 and "unknown region 'XX'" in run.stderr
 
 
 def test_replay_json_recording_and_no_alerts():

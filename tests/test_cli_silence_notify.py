@@ -41,6 +41,29 @@ def test_silence_add_list_expire(tmp_path):
         assert store.list_silences(include_expired=True)[0].comment == "known campaign"
 
 
+def test_a_silence_on_a_national_number_mutes_its_e164_form(tmp_path):
+    """Alerts carry E.164; an operator types what the PBX shows. Both must be one number."""
+    from blockradar.alerting.silences import Matcher
+
+    db = str(tmp_path / "state.db")
+    assert run("silence", "add", "caller_number=(555) 765-0003", "callee_number!=405", "--comment", "x",
+               "--store", db).exit_code == 0
+    config = tmp_path / "blockradar.yaml"
+    config.write_text(f"store: {db}\nnumbers: {{default_region: GB}}\n")
+    added = run("silence", "add", "caller_number=020 7946 0000", "caller_number=~5557.*", "--comment", "x",
+                "--config", str(config))
+    assert added.exit_code == 0, added.output
+    with Store(db) as store:
+        first, second = sorted(store.list_silences(), key=lambda s: s.created_at)
+    assert first.matchers == (Matcher("caller_number", "=", "+15557650003"), Matcher("callee_number", "!=", "405"))
+    assert first.matches({"caller_number": "+15557650003", "callee_number": "+15551230008"})
+    assert second.matchers == (Matcher("caller_number", "=", "+442079460000"),
+                               Matcher("caller_number", "=~", "5557.*"))  # a regex is the operator's own
+    config.write_text("numbers: {default_region: XX}\n")
+    refused = run("silence", "add", "caller_number=1", "--comment", "x", "--config", str(config))
+    assert refused.exit_code == 1 and "unknown region 'XX'" in refused.output
+
+
 def test_silence_rejects_bad_input(tmp_path):
     db = str(tmp_path / "state.db")
     assert run("silence", "add", "no-operator", "--comment", "x", "--store", db).exit_code == 2

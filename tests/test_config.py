@@ -36,6 +36,7 @@ def test_example_config_validates_and_builds_connectors():
     assert [shape(t) for t in config.effective_thresholds()] == [shape(t) for t in DEFAULT_THRESHOLDS]
     assert config.alerting.group_wait == 30 and config.alerting.repeat_interval == 4 * 3600
     assert config.http is not None and (config.http.host, config.http.port) == ("127.0.0.1", 9464)
+    assert config.numbers.default_region == "US" and ami.region == fs.region == "US"
 
 
 def test_example_check_command_prints_no_secret():
@@ -80,6 +81,7 @@ def test_secret_and_secret_file_together_is_an_error(tmp_path: Path):
     ("connectors:\n  - {name: a, type: asterisk, username: u, secret: s, events: call}\n", "must include 'system'"),
     ("http: {listen: nowhere}\n", "expected host:port"),
     ("log_format: xml\n", "log_format"),
+    ("numbers:\n  default_region: USA\n", "numbers.default_region: unknown region 'USA'"),
 ])
 def test_semantic_errors(tmp_path: Path, text: str, words: str):
     with pytest.raises(ConfigError) as err:

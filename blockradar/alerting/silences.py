@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blockradar.numbers import NumberPlan
+
+NUMBER_LABELS = frozenset({"caller_number", "callee_number"})
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 
@@ -43,6 +46,14 @@ class Matcher:
 
     def __str__(self) -> str:
         return f"{self.name}{self.op}{self.value}"
+
+    def with_numbers(self, plan: NumberPlan) -> Matcher:
+        """An equality matcher on a number label, its value in the E.164 form the alerts carry
+        (``caller_number=5557650003`` mutes ``+15557650003``); any other matcher unchanged."""
+        if self.name not in NUMBER_LABELS or self.op not in ("=", "!="):
+            return self
+        text = plan.text(self.value)
+        return self if text is None or text == self.value else Matcher(self.name, self.op, text)
 
     @classmethod
     def parse(cls, text: str) -> Matcher:

@@ -14,6 +14,7 @@ import click
 from blockradar.classification import Classification
 from blockradar.cli.common import print_json, table
 from blockradar.config import ConfigError, DaemonConfig, load_config
+from blockradar.numbers import DEFAULT_REGION, NumberPlan
 from blockradar.outcome import CallOutcome, iso
 from blockradar.recordings import RecordingError, read_recording
 from blockradar.ruleset import RuleSet, build_ruleset
@@ -27,6 +28,8 @@ def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, An
         "call_id": outcome.call_id,
         "caller_number": outcome.caller_number,
         "callee_number": outcome.callee_number,
+        "caller_number_raw": outcome.caller_number_raw,
+        "callee_number_raw": outcome.callee_number_raw,
         "trunk": outcome.trunk,
         "sip_code": outcome.sip_code,
         "sip_phrase": outcome.sip_phrase,
@@ -73,11 +76,14 @@ def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: Daemon
               help="Take rules, thresholds and alerting from this daemon config (default: the shipped ones).")
 @click.option("--rules", "rule_files", multiple=True, metavar="FILE",
               help="Rule files layered on top of the default pack (repeatable; with --config, on top of its rules).")
+@click.option("--region", default=None, metavar="CC",
+              help="Default region for national numbers (ISO 3166, e.g. US, GB); default: the config's "
+                   "numbers.default_region, else US.")
 @click.option("--no-alerts", is_flag=True, help="Only classify; do not run thresholds and alerts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (kind: outcome | alert).")
 @click.option("--stats", is_flag=True, help="Also print what each reader counted (frames, parse errors, ...).")
-def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[str, ...], no_alerts: bool,
-           as_json: bool, stats: bool) -> None:
+def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[str, ...], region: str | None,
+           no_alerts: bool, as_json: bool, stats: bool) -> None:
     """Replay recorded AMI or ESL streams (format detected from content) through the classifier and,
     unless --no-alerts, the thresholds and alert lifecycle, on the recording's own clock."""
     config: DaemonConfig | None = None
@@ -94,10 +100,14 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
         for problem in report.errors:
             click.echo(str(problem), err=True)
         sys.exit(2)
+    try:
+        numbers = NumberPlan(region or (config.numbers.default_region if config else DEFAULT_REGION))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--region") from None
     outcomes: list[CallOutcome] = []
     for path in files:
         try:
-            recording = read_recording(path)
+            recording = read_recording(path, numbers=numbers)
         except RecordingError as exc:
             click.echo(f"blockradar replay: {exc}", err=True)
             sys.exit(2)

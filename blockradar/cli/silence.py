@@ -19,6 +19,7 @@ import click
 from blockradar.alerting.silences import Matcher, Silence
 from blockradar.config import ConfigError, load_config
 from blockradar.durations import format_duration, parse_duration
+from blockradar.numbers import DEFAULT_REGION, NumberPlan
 from blockradar.outcome import iso
 from blockradar.store import Store
 
@@ -29,6 +30,14 @@ def store_path_from_config(path: str) -> str:
     """The ``store:`` of a daemon config."""
     try:
         return load_config(path).config.store
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _region_from_config(path: str) -> str:
+    """The ``numbers.default_region`` of a daemon config."""
+    try:
+        return load_config(path).config.numbers.default_region
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -60,9 +69,12 @@ def silence() -> None:
 @config_option
 def add(matchers: tuple[str, ...], duration: str, comment: str, author: str | None, store: str | None,
         config: str | None) -> None:
-    """Add a silence: MATCHERS are label=value (also !=, =~ regex, !~), e.g. caller_number=+15557650003."""
+    """Add a silence: MATCHERS are label=value (also !=, =~ regex, !~), e.g. caller_number=+15557650003.
+    Numbers in = / != matchers are written in E.164 as the alerts carry them (5557650003 -> +15557650003,
+    in the config's numbers.default_region, US without --config)."""
+    plan = NumberPlan(_region_from_config(config) if config else DEFAULT_REGION)
     try:
-        parsed = tuple(Matcher.parse(m) for m in matchers)
+        parsed = tuple(Matcher.parse(m).with_numbers(plan) for m in matchers)
         seconds = parse_duration(duration)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

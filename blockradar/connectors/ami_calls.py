@@ -62,6 +62,7 @@ from typing import Protocol
 
 from blockradar.clock import EventTimeGuard
 from blockradar.connectors.ami_wire import AmiFramer, header_value, is_response, parse_frame, peek_event
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ class AmiCallTracker:
     max_unlinked: int = 1024
     max_emitted: int = 50_000
     glue_user_event: str = GLUE_USEREVENT
+    numbers: NumberPlan = field(default_factory=NumberPlan)  # caller/callee to E.164 (default region US)
     stats: TrackerStats = field(default_factory=TrackerStats, init=False)
     _legs: dict[str, _Leg] = field(default_factory=dict, init=False, repr=False)
     _by_channel: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -486,7 +488,7 @@ class AmiCallTracker:
         if answered and at is not None and leg.answered_at is not None:
             talk_s = max(0.0, at - leg.answered_at)
         self.stats.outcomes += 1
-        return CallOutcome(
+        return self.numbers.apply(CallOutcome(
             pbx="asterisk",
             connector=self.connector,
             call_id=leg.glue_callid or leg.uniqueid,
@@ -502,7 +504,7 @@ class AmiCallTracker:
             sip_phrase=sip_phrase,
             q850_cause=cause if cause else None,
             pbx_cause=_known(ev.get("Cause-txt")),
-        )
+        ))
 
     def expire(self, now: float) -> int:
         """Drops legs idle for longer than ``ttl_s`` (event time); returns how many."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from blockradar.connectors.ami_calls import AmiCallTracker, AmiEventPipeline, RecordingEventTime
 from blockradar.connectors.ami_wire import BANNER_PREFIX
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
 _AMI_HEADS = (BANNER_PREFIX, b"Event: ", b"Response: ")
@@ -42,16 +43,19 @@ def looks_like_ami(head: bytes) -> bool:
     return head.startswith(_AMI_HEADS)
 
 
-def read_ami_recording(data: bytes, *, connector: str = "replay", chunk_size: int = 0) -> AmiReplay:
+def read_ami_recording(data: bytes, *, connector: str = "replay", chunk_size: int = 0,
+                       numbers: NumberPlan | None = None) -> AmiReplay:
     """All outcomes of a recorded AMI stream. ``chunk_size`` > 0 feeds it in pieces (for tests)."""
     if chunk_size > 0:
-        return read_ami_stream((data[i : i + chunk_size] for i in range(0, len(data), chunk_size)), connector=connector)
-    return read_ami_stream((data,), connector=connector)
+        return read_ami_stream((data[i : i + chunk_size] for i in range(0, len(data), chunk_size)), connector=connector,
+                               numbers=numbers)
+    return read_ami_stream((data,), connector=connector, numbers=numbers)
 
 
-def read_ami_stream(chunks: Iterable[bytes], *, connector: str = "replay") -> AmiReplay:
+def read_ami_stream(chunks: Iterable[bytes], *, connector: str = "replay",
+                    numbers: NumberPlan | None = None) -> AmiReplay:
     """Like ``read_ami_recording`` for a recording read piece by piece (a large file, stdin)."""
-    tracker = AmiCallTracker(connector=connector)
+    tracker = AmiCallTracker(connector=connector, numbers=numbers or NumberPlan())
     pipeline = AmiEventPipeline(tracker, RecordingEventTime())
     outcomes: list[CallOutcome] = []
     for chunk in chunks:

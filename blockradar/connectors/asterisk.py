@@ -43,6 +43,7 @@ from panoramisk.message import Message
 from blockradar.clock import Clock, EventTimeGuard, SystemClock
 from blockradar.connectors.ami_calls import AmiCallTracker, AmiEventPipeline, LiveEventTime
 from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink, RedialSchedule
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
 
@@ -85,6 +86,7 @@ class AsteriskConfig:
     clock_skew_tolerance: float = 5.0
     trunks: frozenset[str] | None = None  # endpoint names that are trunks; None: every SIP leg
     max_frame_bytes: int = 256 * 1024
+    region: str = "US"  # numbers.default_region: caller/callee numbers to E.164
 
     def __post_init__(self) -> None:
         classes = {c.strip().lower() for c in self.events.split(",")}
@@ -239,7 +241,8 @@ class AsteriskConnector:
         self._sink = sink
         self._clock = clock or SystemClock()
         self._guard = EventTimeGuard(f"asterisk:{config.name}", config.clock_skew_tolerance)
-        self._tracker = AmiCallTracker(connector=config.name, trunks=config.trunks, ttl_s=config.call_ttl)
+        self._tracker = AmiCallTracker(connector=config.name, trunks=config.trunks, ttl_s=config.call_ttl,
+                                       numbers=NumberPlan(config.region))
         self._pipeline = AmiEventPipeline(
             self._tracker,
             LiveEventTime(self._guard),
@@ -311,6 +314,7 @@ class AsteriskConnector:
             parse_errors=pipe.parse_errors + self._pipeline.framer.stats.oversized,
             dropped=0,
             expired_calls=tstats.expired + tstats.evicted,
+            numbers_kept_as_given=self._tracker.numbers.kept_as_given,
             clock_skewed=self._guard.skewed,
             outcomes=tstats.outcomes,
             last_error=h.last_error,

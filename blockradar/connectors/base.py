@@ -52,6 +52,7 @@ class ConnectorHealth:
     parse_errors: int = 0  # frames that could not be parsed
     dropped: int = 0  # events dropped by a full hand-off buffer
     expired_calls: int = 0  # call state that timed out without a hangup (e.g. lost in a gap)
+    numbers_kept_as_given: int = 0  # caller/callee numbers not a possible number of the default region
     clock_skewed: int = 0  # events whose PBX time was replaced by receive time
     outcomes: int = 0  # call outcomes produced
     last_error: str | None = None  # why the link is not up, short and secret-free; None while it is up

@@ -46,6 +46,7 @@ from blockradar.connectors.esl_wire import (
     event_name,
     parse_json_event,
 )
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.redress import redress_from
 
@@ -205,8 +206,10 @@ class EslCallNormalizer:
         guard: EventTimeGuard | None = None,
         dedup_size: int = DEFAULT_DEDUP_SIZE,
         gateways_only: bool = False,
+        numbers: NumberPlan | None = None,
     ) -> None:
         self.connector = connector
+        self.numbers = numbers or NumberPlan()  # caller/callee to E.164 (default region US)
         self.guard = guard
         self.gateways_only = gateways_only
         self.stats = NormalizerStats()
@@ -269,7 +272,7 @@ class EslCallNormalizer:
             return None
         self._remember(outcome.call_id)
         self.stats.outcomes += 1
-        return outcome
+        return self.numbers.apply(outcome)
 
     def _remember(self, call_id: str) -> None:
         seen = self._seen

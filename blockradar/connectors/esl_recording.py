@@ -22,6 +22,7 @@ from blockradar.connectors.esl_wire import (
     EslProtocolError,
     WireStats,
 )
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
 _ESL_START = re.compile(rb"\n*(?:Content-Type|Content-Length): [^\r\n]*\n")
@@ -55,12 +56,12 @@ def looks_like_esl(head: bytes) -> bool:
     return _ESL_START.match(head) is not None
 
 
-def read_esl_recording(data: bytes, *, connector: str = "replay") -> EslReplay:
+def read_esl_recording(data: bytes, *, connector: str = "replay", numbers: NumberPlan | None = None) -> EslReplay:
     """Every outcome of a recorded ESL stream, in stream order, with what else it held."""
     stats = EslReplayStats()
     framer = EslFramer()
     stats.wire = framer.stats
-    normalizer = EslCallNormalizer(connector)
+    normalizer = EslCallNormalizer(connector, numbers=numbers)
     stats.normalizer = normalizer.stats
     outcomes: list[CallOutcome] = []
     try:

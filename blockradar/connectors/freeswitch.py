@@ -78,6 +78,7 @@ from blockradar.connectors.esl_wire import (
     EslProtocolError,
     event_name,
 )
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
 
@@ -118,6 +119,7 @@ class FreeswitchConfig:
     stop_timeout_s: float = 5.0  # how long close() waits for the link thread
     max_pending: int = 10_000  # outcomes waiting for the asyncio loop; more are dropped and counted
     clock_skew_tolerance_s: float = 5.0
+    region: str = "US"  # numbers.default_region: caller/callee numbers to E.164
     dedup_size: int = DEFAULT_DEDUP_SIZE
     gateways_only: bool = False  # only legs with a sofia gateway (not calls to registered phones)
 
@@ -401,7 +403,8 @@ class FreeswitchConnector:
         self._rng = rng or random.Random()
         self._guard = EventTimeGuard(config.name, config.clock_skew_tolerance_s)
         self._normalizer = EslCallNormalizer(
-            config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only
+            config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only,
+            numbers=NumberPlan(config.region),
         )
         self._health = ConnectorHealth(name=config.name, pbx=PBX, state_since=self._clock.now())
         self._stop = threading.Event()
@@ -459,6 +462,7 @@ class FreeswitchConnector:
         snapshot.clock_skewed = self._guard.skewed
         snapshot.parse_errors = self._wire_errors + stats.malformed + stats.errors
         snapshot.outcomes = stats.outcomes
+        snapshot.numbers_kept_as_given = self._normalizer.numbers.kept_as_given
         snapshot.extra.update(
             heartbeats=self._heartbeats,
             probes=self._probes,
