@@ -576,7 +576,9 @@ class AsteriskConnector:
                               f"either: the whole PBX is hung; keeping the session until it resumes")
                     log.warning("%s: %s", self.name, reason)
                     self._set_state(LinkState.UNRESPONSIVE, reason)
-                next_check = now + cfg.ping_interval
+                # asked again once per hung_timeout: each unanswered connection waits in the PBX's accept
+                # queue and is logged there as "unable to authenticate" when it resumes
+                next_check = now + cfg.hung_timeout
         finally:
             if probe is not None:
                 probe.cancel()

@@ -672,7 +672,9 @@ class FreeswitchConnector:
                             give_up_at = now + timeout
                         else:
                             self._whole_pbx_hung += 1
-                            next_greeting = now + max(cfg.probe_interval_s, _POLL_S)
+                            # asked again once per liveness period: each unanswered connection waits in
+                            # FreeSWITCH's accept queue until it resumes
+                            next_greeting = now + liveness
                             if not whole_pbx_hung:
                                 whole_pbx_hung = True
                                 hung_since = hung_since or now
