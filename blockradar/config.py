@@ -56,7 +56,8 @@ class AsteriskConnectorConfig(_Strict):
     ca_file: str | None = None
     server_name: str | None = None
     events: str = "system,call,dialplan,user"  # dialplan + user carry the glue's VarSet / UserEvent
-    trunks: list[str] | None = None  # only these PJSIP endpoints are trunks (default: any Dial target)
+    # endpoint names or globs (carrier-*) that are trunks; default: a leg counts when it dials an external number
+    trunks: list[str] | None = Field(default=None, min_length=1)
     ping_interval: Duration = 2.0  # a hung PBX is found within ping_interval + ping_timeout
     ping_timeout: Duration = 3.0
     hung_timeout: Duration = 60.0  # silent this long: redial if the PBX greets a new connection (else keep)
@@ -83,7 +84,7 @@ class AsteriskConnectorConfig(_Strict):
 
         fields = self.model_dump(exclude={"type", "secret", "trunks"})
         return AsteriskConfig(**fields, secret=Secret(self.secret.get_secret_value()),
-                              trunks=frozenset(self.trunks) if self.trunks else None, region=region)
+                              trunks=tuple(self.trunks) if self.trunks else None, region=region)
 
     @field_validator("events")
     @classmethod
@@ -104,7 +105,8 @@ class FreeswitchConnectorConfig(_Strict):
     port: int = Field(default=8021, ge=1, le=65535)
     password: SecretStr
     filters: list[str] = Field(default_factory=list)
-    gateways_only: bool = False  # only legs through a sofia gateway (not calls to registered phones)
+    gateways_only: bool = True  # only legs through a sofia gateway are trunk legs (not calls to phones)
+    gateways: list[str] | None = Field(default=None, min_length=1)  # gateway names / globs that count
     probe_interval: Duration = 2.0  # "api status" this often; a hung PBX is found within interval + timeout
     probe_timeout: Duration = 3.0
     heartbeat_timeout: Duration = 60.0
@@ -121,7 +123,8 @@ class FreeswitchConnectorConfig(_Strict):
 
         return FreeswitchConfig(
             name=self.name, host=self.host, port=self.port, password=Secret(self.password.get_secret_value()),
-            filters=tuple(self.filters), gateways_only=self.gateways_only, probe_interval_s=self.probe_interval,
+            filters=tuple(self.filters), gateways_only=self.gateways_only,
+            gateways=tuple(self.gateways) if self.gateways else None, probe_interval_s=self.probe_interval,
             probe_timeout_s=self.probe_timeout, heartbeat_liveness_s=self.heartbeat_timeout,
             backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
             command_timeout_s=self.command_timeout, max_pending=self.max_pending,

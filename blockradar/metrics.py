@@ -91,8 +91,13 @@ class HealthCollector(Collector):
                                                 "Events whose PBX time was replaced by receive time.",
                                                 labels=["connector"]),
         }
+        skipped = CounterMetricFamily("blockradar_legs_skipped",
+                                      "PBX legs that are not outbound carrier attempts (internal, inbound, "
+                                      "not a trunk), by reason.", labels=["connector", "reason"])
         now = self._now()
         for health in self._healths():
+            for reason, count in health.legs_skipped.items():
+                skipped.add_metric([health.name, reason], float(count))
             up.add_metric([health.name, health.pbx], 1.0 if health.state == LinkState.CONNECTED else 0.0)
             state.add_metric([health.name, str(health.state)], 1.0)
             if health.last_event_at is not None:
@@ -101,4 +106,4 @@ class HealthCollector(Collector):
                 family.add_metric([health.name], float(getattr(health, attr)))
         depth = GaugeMetricFamily("blockradar_outbox_depth", "Notifications waiting in the outbox.")
         depth.add_metric([], float(self._outbox_depth()))
-        yield from (up, state, age, *counters.values(), depth)
+        yield from (up, state, age, *counters.values(), skipped, depth)

@@ -9,10 +9,12 @@ normalizing code; this module only decides which one a file needs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blockradar.connectors.legs import LegVerdict
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
@@ -21,6 +23,17 @@ HEAD_BYTES = 4096
 
 class RecordingError(Exception):
     """A file that cannot be replayed (unreadable, or neither AMI nor ESL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSettings:
+    """The connector settings a live daemon would read the stream with (``replay --config``)."""
+
+    numbers: NumberPlan | None = None  # default: the US plan
+    trunks: Sequence[str] | None = None  # AMI: endpoint names / globs that are trunks
+    gateways_only: bool = True  # ESL: only legs through a sofia gateway
+    gateways: Sequence[str] | None = None  # ESL: gateway names / globs that count
+    on_leg: Callable[[LegVerdict], None] | None = None  # every finished leg's verdict
 
 
 @dataclass(slots=True)
@@ -43,9 +56,10 @@ def detect_format(head: bytes) -> str | None:
     return None
 
 
-def read_recording(path: str | Path, connector: str = "replay", numbers: NumberPlan | None = None) -> Recording:
-    """Every outcome of one recording file, in stream order, plus the reader's counters. Numbers are
-    normalized with ``numbers`` (default: the US plan), as the live connectors do."""
+def read_recording(path: str | Path, connector: str = "replay", settings: ReadSettings | None = None) -> Recording:
+    """Every outcome of one recording file, in stream order, plus the reader's counters, read with the
+    connector ``settings`` a live daemon would use (numbers, trunks / gateways)."""
+    settings = settings or ReadSettings()
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -54,12 +68,12 @@ def read_recording(path: str | Path, connector: str = "replay", numbers: NumberP
     if kind == "ami":
         from blockradar.connectors.ami_recording import read_ami_recording
 
-        ami = read_ami_recording(data, connector=connector, numbers=numbers)
+        ami = read_ami_recording(data, connector=connector, settings=settings)
         stats = {f.name: getattr(ami, f.name) for f in dataclasses.fields(ami) if f.name != "outcomes"}
         return Recording(str(path), "ami", ami.outcomes, stats)
     if kind == "esl":
         from blockradar.connectors.esl_recording import read_esl_recording
 
-        esl = read_esl_recording(data, connector=connector, numbers=numbers)
+        esl = read_esl_recording(data, connector=connector, settings=settings)
         return Recording(str(path), "esl", esl.outcomes, esl.stats.to_dict())
     raise RecordingError(f"{path}: not a recorded AMI or ESL stream (it starts with {data[:40]!r})")

@@ -231,3 +231,21 @@ def test_record_unknown_connector(tmp_path: Path):
     config = _config(tmp_path, 1, 2)
     run = blockradar("record", "--config", str(config), "--connector", "nope")
     assert run.returncode == 2 and "no connector 'nope'" in run.stderr and "pbx1, fs1" in run.stderr
+
+
+def test_replay_reads_as_the_configured_connector_and_says_why_a_leg_did_not_count(tmp_path: Path):
+    config = tmp_path / "blockradar.yaml"
+    config.write_text(textwrap.dedent("""\
+        connectors:
+          - {name: pbx1, type: asterisk, username: u, secret: s, trunks: [twilio-*]}
+          - {name: pbx2, type: asterisk, username: u, secret: s, trunks: [carr*]}
+        """))
+    fixture = str(FIXTURES / "asterisk/01-608-rejected.ami")
+    records = lines(blockradar("replay", fixture, "--config", str(config), "--legs", "--json", "--no-alerts"))
+    assert [(r["kind"], r.get("reason")) for r in records] == [("leg", "not_a_trunk")]
+    assert records[0]["trunk"] == "carrier" and "matches none of the trunks patterns" in records[0]["why"]
+    records = lines(blockradar("replay", fixture, "--config", str(config), "--connector", "pbx2", "--json",
+                               "--no-alerts"))
+    assert [(r["kind"], r["trunk"]) for r in records] == [("outcome", "carrier")]
+    missing = blockradar("replay", fixture, "--config", str(config), "--connector", "pbx9")
+    assert missing.returncode == 2 and "no connector 'pbx9'" in missing.stderr

@@ -7,6 +7,7 @@ for every call. Outcomes of several files are merged in event-time order.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,9 +15,10 @@ import click
 from blockradar.classification import Classification
 from blockradar.cli.common import print_json, table
 from blockradar.config import ConfigError, DaemonConfig, load_config
+from blockradar.connectors.legs import LegVerdict
 from blockradar.numbers import DEFAULT_REGION, NumberPlan
 from blockradar.outcome import CallOutcome, iso
-from blockradar.recordings import RecordingError, read_recording
+from blockradar.recordings import ReadSettings, RecordingError, read_recording
 from blockradar.ruleset import RuleSet, build_ruleset
 
 
@@ -70,6 +72,22 @@ def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: Daemon
     return records
 
 
+def read_settings(config: DaemonConfig | None, name: str | None, numbers: NumberPlan,
+                  on_leg: Callable[[LegVerdict], None] | None) -> ReadSettings:
+    """The connector settings of ``config`` (the named connector, else the first of each kind)."""
+    if config is None:
+        if name is not None:
+            raise click.BadParameter("needs --config", param_hint="--connector")
+        return ReadSettings(numbers=numbers, on_leg=on_leg)
+    specs = [c for c in config.connectors if name is None or c.name == name]
+    if name is not None and not specs:
+        raise click.BadParameter(f"no connector {name!r} in the config", param_hint="--connector")
+    ami = next((c for c in specs if c.type == "asterisk"), None)
+    esl = next((c for c in specs if c.type == "freeswitch"), None)
+    return ReadSettings(numbers=numbers, on_leg=on_leg, trunks=ami.trunks if ami else None,
+                        gateways_only=esl.gateways_only if esl else True, gateways=esl.gateways if esl else None)
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
@@ -79,11 +97,16 @@ def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: Daemon
 @click.option("--region", default=None, metavar="CC",
               help="Default region for national numbers (ISO 3166, e.g. US, GB); default: the config's "
                    "numbers.default_region, else US.")
+@click.option("--connector", "connector_name", default=None, metavar="NAME",
+              help="With --config: read as this connector does (trunks, gateways); default: the first of the "
+                   "recording's kind.")
+@click.option("--legs", "show_legs", is_flag=True,
+              help="Also say, for every leg, whether it counted as an outbound carrier attempt and why not.")
 @click.option("--no-alerts", is_flag=True, help="Only classify; do not run thresholds and alerts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (kind: outcome | alert).")
 @click.option("--stats", is_flag=True, help="Also print what each reader counted (frames, parse errors, ...).")
 def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[str, ...], region: str | None,
-           no_alerts: bool, as_json: bool, stats: bool) -> None:
+           connector_name: str | None, show_legs: bool, no_alerts: bool, as_json: bool, stats: bool) -> None:
     """Replay recorded AMI or ESL streams (format detected from content) through the classifier and,
     unless --no-alerts, the thresholds and alert lifecycle, on the recording's own clock."""
     config: DaemonConfig | None = None
@@ -104,10 +127,12 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
         numbers = NumberPlan(region or (config.numbers.default_region if config else DEFAULT_REGION))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--region") from None
+    legs: list[LegVerdict] = []
+    settings = read_settings(config, connector_name, numbers, legs.append if show_legs else None)
     outcomes: list[CallOutcome] = []
     for path in files:
         try:
-            recording = read_recording(path, numbers=numbers)
+            recording = read_recording(path, settings=settings)
         except RecordingError as exc:
             click.echo(f"blockradar replay: {exc}", err=True)
             sys.exit(2)
@@ -118,9 +143,15 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
     outcomes.sort(key=lambda o: o.ended_at if o.ended_at is not None else float("inf"))
     records = replay_records(outcomes, ruleset, config, with_alerts=not no_alerts)
     if as_json:
+        for verdict in legs:
+            print_json({"kind": "leg", "trunk": verdict.trunk, "callee_number": verdict.callee,
+                        "counted": verdict.counted, "reason": verdict.reason, "why": verdict.explain()})
         for record in records:
             print_json(record)
         return
+    if show_legs:
+        click.echo(table(["trunk", "dialled", "leg"], [[v.trunk, v.callee, v.explain()] for v in legs]))
+        click.echo("")
     calls = [r for r in records if r["kind"] == "outcome"]
     alerts = [r for r in records if r["kind"] == "alert"]
     rows = [[r["ended_at"], r["caller_number"], r["callee_number"], r["trunk"], r["sip_code"], r["sip_phrase"],

@@ -23,7 +23,9 @@ Asterisk 22.10.1):
 * ``caller_number``/``caller_name``: the leg's ``ConnectedLineNum``/``Name`` (our side, sent in
   From). ``CallerIDNum`` on an outbound leg is the *dialled* party.
 * ``callee_number``: the dialled number: ``DestCallerIDNum`` of the ``DialBegin``, else the leg's
-  ``CallerIDNum`` at hangup, else the user part of ``DialString``.
+  ``CallerIDNum`` at hangup, else the user part of ``DialString``. A ``DialBegin`` with no calling
+  channel is an AMI ``Originate`` straight into the trunk: its ``DestCallerIDNum`` is the Originate's
+  own caller ID, and the dialled number is only in ``DialString``.
 * ``sip_code``: ``TechCause`` of the leg's ``Hangup`` (Asterisk 20.17 / 22.7 / 23.1 and later).
 * ``sip_phrase`` (and ``sip_code`` on older Asterisk): the dialplan glue
   ``HANGUPCAUSE(<leg>,tech)`` = ``"SIP 603 Network Blocked"``, read from ``ChanVariable(SIP_TECHCAUSE)``
@@ -55,13 +57,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from blockradar.clock import EventTimeGuard
 from blockradar.connectors.ami_wire import AmiFramer, header_value, is_response, parse_frame, peek_event
+from blockradar.connectors.legs import LegSelector, LegVerdict
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 
@@ -248,13 +251,15 @@ class AmiCallTracker:
 
     connector: str = "asterisk"
     techs: tuple[str, ...] = DEFAULT_TECHS
-    trunks: frozenset[str] | None = None  # only these endpoint names count as trunks (None: all)
+    trunks: Collection[str] | None = None  # endpoint names / globs that are trunks (None: by the dialled number)
     ttl_s: float = 4 * 3600.0
     max_legs: int = 20_000
     max_unlinked: int = 1024
     max_emitted: int = 50_000
     glue_user_event: str = GLUE_USEREVENT
     numbers: NumberPlan = field(default_factory=NumberPlan)  # caller/callee to E.164 (default region US)
+    on_leg: Callable[[LegVerdict], None] | None = None  # every finished leg's verdict (replay --legs)
+    legs: LegSelector = field(init=False, repr=False)
     stats: TrackerStats = field(default_factory=TrackerStats, init=False)
     _legs: dict[str, _Leg] = field(default_factory=dict, init=False, repr=False)
     _by_channel: dict[str, str] = field(default_factory=dict, init=False, repr=False)
@@ -267,6 +272,7 @@ class AmiCallTracker:
 
     def __post_init__(self) -> None:
         self._tech_prefixes = tuple(f"{t}/" for t in self.techs)
+        self.legs = LegSelector(tuple(self.trunks) if self.trunks else None, self.numbers)
 
     def session_started(self, at: float) -> None:
         """A (re)login at ``at``: legs created before it may hang up without a DialBegin seen."""
@@ -282,14 +288,12 @@ class AmiCallTracker:
         return len(self._legs)
 
     def trunk_of(self, channel: str | None) -> str | None:
-        """``PJSIP/carrier-0000000a`` -> ``carrier`` when the technology counts, else None."""
+        """``PJSIP/carrier-0000000a`` -> ``carrier`` (the endpoint) when the technology counts, else None.
+        Whether that endpoint is a trunk is the ``LegSelector``'s call, at the leg's end."""
         if not channel or not channel.startswith(self._tech_prefixes):
             return None
         rest = channel.partition("/")[2]
-        name = rest.rpartition("-")[0] or rest
-        if self.trunks is not None and name not in self.trunks:
-            return None
-        return name or None
+        return rest.rpartition("-")[0] or rest or None
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -329,9 +333,12 @@ class AmiCallTracker:
             self._add(leg)
         leg.linkedid = ev.get("DestLinkedid") or ev.get("Linkedid") or leg.linkedid
         leg.last_seen = at
-        leg.callee_number = (
-            leg.callee_number or _known(ev.get("DestCallerIDNum")) or _dialstring_user(ev.get("DialString"))
-        )
+        if "Channel" not in ev:  # an Originate straight into the trunk: DestCallerIDNum is our own caller ID
+            leg.callee_number = leg.callee_number or _dialstring_user(ev.get("DialString"))
+        else:
+            leg.callee_number = (
+                leg.callee_number or _known(ev.get("DestCallerIDNum")) or _dialstring_user(ev.get("DialString"))
+            )
         leg.caller_number = _known(ev.get("DestConnectedLineNum")) or _known(ev.get("CallerIDNum")) or leg.caller_number
         leg.caller_name = _known(ev.get("DestConnectedLineName")) or _known(ev.get("CallerIDName")) or leg.caller_name
         self._glue_from_chanvars(leg, ev, "DestChanVariable")
@@ -468,12 +475,17 @@ class AmiCallTracker:
         if callid:
             leg.glue_callid = callid
 
-    def _finish(self, leg: _Leg, ev: dict[str, str], at: float | None) -> CallOutcome:
+    def _finish(self, leg: _Leg, ev: dict[str, str], at: float | None) -> CallOutcome | None:
         self._forget(leg)
         self._glue_from_chanvars(leg, ev, "ChanVariable")
         self._emitted[leg.uniqueid] = None
         if len(self._emitted) > self.max_emitted:
             del self._emitted[next(iter(self._emitted))]
+        verdict = self.legs.judge(leg.trunk, leg.callee_number or _known(ev.get("CallerIDNum")))
+        if self.on_leg is not None:
+            self.on_leg(verdict)
+        if not verdict.counted:
+            return None
         sip_code = _int(ev.get("TechCause"))
         glue_code, glue_phrase = parse_glue(leg.glue_techcause)
         sip_phrase: str | None = None

@@ -17,6 +17,7 @@ from blockradar.connectors.ami_calls import AmiCallTracker, AmiEventPipeline, Re
 from blockradar.connectors.ami_wire import BANNER_PREFIX
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
+from blockradar.recordings import ReadSettings
 
 _AMI_HEADS = (BANNER_PREFIX, b"Event: ", b"Response: ")
 
@@ -44,18 +45,20 @@ def looks_like_ami(head: bytes) -> bool:
 
 
 def read_ami_recording(data: bytes, *, connector: str = "replay", chunk_size: int = 0,
-                       numbers: NumberPlan | None = None) -> AmiReplay:
+                       settings: ReadSettings | None = None) -> AmiReplay:
     """All outcomes of a recorded AMI stream. ``chunk_size`` > 0 feeds it in pieces (for tests)."""
     if chunk_size > 0:
         return read_ami_stream((data[i : i + chunk_size] for i in range(0, len(data), chunk_size)), connector=connector,
-                               numbers=numbers)
-    return read_ami_stream((data,), connector=connector, numbers=numbers)
+                               settings=settings)
+    return read_ami_stream((data,), connector=connector, settings=settings)
 
 
 def read_ami_stream(chunks: Iterable[bytes], *, connector: str = "replay",
-                    numbers: NumberPlan | None = None) -> AmiReplay:
+                    settings: ReadSettings | None = None) -> AmiReplay:
     """Like ``read_ami_recording`` for a recording read piece by piece (a large file, stdin)."""
-    tracker = AmiCallTracker(connector=connector, numbers=numbers or NumberPlan())
+    settings = settings or ReadSettings()
+    tracker = AmiCallTracker(connector=connector, numbers=settings.numbers or NumberPlan(),
+                             trunks=tuple(settings.trunks) if settings.trunks else None, on_leg=settings.on_leg)
     pipeline = AmiEventPipeline(tracker, RecordingEventTime())
     outcomes: list[CallOutcome] = []
     for chunk in chunks:

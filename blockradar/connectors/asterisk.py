@@ -84,7 +84,7 @@ class AsteriskConfig:
     auth_backoff: float = 30.0
     call_ttl: float = 4 * 3600.0  # a leg with no event for this long is dropped (counted)
     clock_skew_tolerance: float = 5.0
-    trunks: frozenset[str] | None = None  # endpoint names that are trunks; None: every SIP leg
+    trunks: tuple[str, ...] | None = None  # endpoint names / globs that are trunks; None: by the dialled number
     max_frame_bytes: int = 256 * 1024
     region: str = "US"  # numbers.default_region: caller/callee numbers to E.164
 
@@ -315,6 +315,7 @@ class AsteriskConnector:
             dropped=0,
             expired_calls=tstats.expired + tstats.evicted,
             numbers_kept_as_given=self._tracker.numbers.kept_as_given,
+            legs_skipped=dict(self._tracker.legs.skipped),
             clock_skewed=self._guard.skewed,
             outcomes=tstats.outcomes,
             last_error=h.last_error,

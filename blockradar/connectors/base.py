@@ -53,6 +53,7 @@ class ConnectorHealth:
     dropped: int = 0  # events dropped by a full hand-off buffer
     expired_calls: int = 0  # call state that timed out without a hangup (e.g. lost in a gap)
     numbers_kept_as_given: int = 0  # caller/callee numbers not a possible number of the default region
+    legs_skipped: dict[str, int] = field(default_factory=dict)  # legs that are not carrier attempts, by reason
     clock_skewed: int = 0  # events whose PBX time was replaced by receive time
     outcomes: int = 0  # call outcomes produced
     last_error: str | None = None  # why the link is not up, short and secret-free; None while it is up

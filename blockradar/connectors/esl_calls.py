@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from blockradar.clock import EventTimeGuard
@@ -46,6 +47,7 @@ from blockradar.connectors.esl_wire import (
     event_name,
     parse_json_event,
 )
+from blockradar.connectors.legs import INBOUND, NO_GATEWAY, LegSelector, LegVerdict
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.redress import redress_from
@@ -205,11 +207,16 @@ class EslCallNormalizer:
         *,
         guard: EventTimeGuard | None = None,
         dedup_size: int = DEFAULT_DEDUP_SIZE,
-        gateways_only: bool = False,
+        gateways_only: bool = True,
+        gateways: Sequence[str] | None = None,
         numbers: NumberPlan | None = None,
+        on_leg: Callable[[LegVerdict], None] | None = None,
     ) -> None:
         self.connector = connector
         self.numbers = numbers or NumberPlan()  # caller/callee to E.164 (default region US)
+        # gateways_only: a leg through a sofia gateway is a trunk leg; ``gateways`` narrows which
+        self.legs = LegSelector(tuple(gateways) if gateways else None, self.numbers)
+        self.on_leg = on_leg
         self.guard = guard
         self.gateways_only = gateways_only
         self.stats = NormalizerStats()
@@ -259,6 +266,11 @@ class EslCallNormalizer:
             outcome = outcome_from_hangup(
                 event, self.connector, event_time=event_time, gateways_only=self.gateways_only
             )
+            verdict = self._judge(event, outcome)
+            if self.on_leg is not None:
+                self.on_leg(verdict)
+            if not verdict.counted:
+                outcome = None
         except ValueError:
             self.stats.malformed += 1
             log.warning("%s: CHANNEL_HANGUP_COMPLETE without a usable Unique-ID; skipped", self.connector)
@@ -273,6 +285,18 @@ class EslCallNormalizer:
         self._remember(outcome.call_id)
         self.stats.outcomes += 1
         return self.numbers.apply(outcome)
+
+    def _judge(self, event: EventView, outcome: CallOutcome | None) -> LegVerdict:
+        """Whether this hangup is an outbound carrier leg (``connectors.legs``). ``outcome`` is None when
+        ``outcome_from_hangup`` already ruled the leg out (direction, technology, gateway)."""
+        if outcome is None:
+            callee = event.get("Caller-Destination-Number") or None
+            if event.raw("Call-Direction") != "outbound" or not (event.raw("Channel-Name") or "").startswith(_SOFIA):
+                return self.legs.skip(INBOUND, None, callee)
+            return self.legs.skip(NO_GATEWAY, None, callee)
+        if outcome.trunk is not None and self.gateways_only and self.legs.trunks is None:
+            return LegVerdict(outcome.trunk, outcome.callee_number, None)  # a gateway is a trunk
+        return self.legs.judge(outcome.trunk, outcome.callee_number)
 
     def _remember(self, call_id: str) -> None:
         seen = self._seen

@@ -22,8 +22,8 @@ from blockradar.connectors.esl_wire import (
     EslProtocolError,
     WireStats,
 )
-from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
+from blockradar.recordings import ReadSettings
 
 _ESL_START = re.compile(rb"\n*(?:Content-Type|Content-Length): [^\r\n]*\n")
 
@@ -56,12 +56,14 @@ def looks_like_esl(head: bytes) -> bool:
     return _ESL_START.match(head) is not None
 
 
-def read_esl_recording(data: bytes, *, connector: str = "replay", numbers: NumberPlan | None = None) -> EslReplay:
+def read_esl_recording(data: bytes, *, connector: str = "replay", settings: ReadSettings | None = None) -> EslReplay:
     """Every outcome of a recorded ESL stream, in stream order, with what else it held."""
     stats = EslReplayStats()
     framer = EslFramer()
     stats.wire = framer.stats
-    normalizer = EslCallNormalizer(connector, numbers=numbers)
+    settings = settings or ReadSettings()
+    normalizer = EslCallNormalizer(connector, numbers=settings.numbers, gateways_only=settings.gateways_only,
+                                   gateways=settings.gateways, on_leg=settings.on_leg)
     stats.normalizer = normalizer.stats
     outcomes: list[CallOutcome] = []
     try:

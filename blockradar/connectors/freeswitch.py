@@ -121,7 +121,8 @@ class FreeswitchConfig:
     clock_skew_tolerance_s: float = 5.0
     region: str = "US"  # numbers.default_region: caller/callee numbers to E.164
     dedup_size: int = DEFAULT_DEDUP_SIZE
-    gateways_only: bool = False  # only legs with a sofia gateway (not calls to registered phones)
+    gateways_only: bool = True  # only legs through a sofia gateway are trunk legs (not calls to phones)
+    gateways: tuple[str, ...] | None = None  # gateway names / globs that count (None: every gateway)
 
     def __post_init__(self) -> None:
         if self.event_format not in _FORMATS:
@@ -404,6 +405,7 @@ class FreeswitchConnector:
         self._guard = EventTimeGuard(config.name, config.clock_skew_tolerance_s)
         self._normalizer = EslCallNormalizer(
             config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only,
+            gateways=config.gateways,
             numbers=NumberPlan(config.region),
         )
         self._health = ConnectorHealth(name=config.name, pbx=PBX, state_since=self._clock.now())
@@ -463,6 +465,7 @@ class FreeswitchConnector:
         snapshot.parse_errors = self._wire_errors + stats.malformed + stats.errors
         snapshot.outcomes = stats.outcomes
         snapshot.numbers_kept_as_given = self._normalizer.numbers.kept_as_given
+        snapshot.legs_skipped = dict(self._normalizer.legs.skipped)
         snapshot.extra.update(
             heartbeats=self._heartbeats,
             probes=self._probes,
