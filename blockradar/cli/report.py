@@ -11,6 +11,7 @@ import click
 from blockradar.cli.common import print_json, table
 from blockradar.config import ConfigError, load_config
 from blockradar.durations import parse_duration
+from blockradar.numbers import DEFAULT_REGION, NumberPlan
 from blockradar.report import build_report
 from blockradar.ruleset import RuleSetError, load_ruleset
 from blockradar.store import Store
@@ -24,8 +25,12 @@ DEFAULT_STORE = "/var/lib/blockradar/state.db"
               help="Read the store path and rules from this daemon config.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), help=f"SQLite store (default {DEFAULT_STORE}).")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Rows per table.")
+@click.option("--number", "numbers", multiple=True, metavar="NUMBER",
+              help="Only calls from this calling number, in any form (5557650003 is +15557650003); repeatable.")
+@click.option("--trunk", "trunks", multiple=True, metavar="TRUNK", help="Only calls through this trunk; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def report(since: str, config_path: str | None, store_path: str | None, limit: int, as_json: bool) -> None:
+def report(since: str, config_path: str | None, store_path: str | None, limit: int, numbers: tuple[str, ...],
+           trunks: tuple[str, ...], as_json: bool) -> None:
     """Attempts, answer rate, analytics blocks (603+/608/607/603), block rate, last redress and alerts
     per calling number and per trunk, from the daemon's store."""
     try:
@@ -33,6 +38,7 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     rules = None
+    region = DEFAULT_REGION
     if config_path:
         try:
             loaded = load_config(config_path)
@@ -41,6 +47,7 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
             sys.exit(2)
         store_path = store_path or loaded.config.store
         rules = loaded.config.rules
+        region = loaded.config.numbers.default_region
     path = Path(store_path or DEFAULT_STORE)
     if not path.exists():
         click.echo(f"blockradar report: no store at {path} (give --store or --config)", err=True)
@@ -51,9 +58,14 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
         click.echo(str(exc), err=True)
         sys.exit(2)
     since_ts = time.time() - window
+    plan = NumberPlan(region)
+    wanted_numbers = {plan.text(n) for n in numbers} - {None}
+    wanted_trunks = set(trunks)
     with Store(path) as store:
-        reports = build_report(store.report_rows(since_ts), store.load_alert_states(),
-                               ruleset.analytics_categories())
+        rows = (r for r in store.report_rows(since_ts)
+                if (not wanted_numbers or r["caller_number"] in wanted_numbers)
+                and (not wanted_trunks or r["trunk"] in wanted_trunks))
+        reports = build_report(rows, store.load_alert_states(), ruleset.analytics_categories())
     if as_json:
         print_json({"since": since, "numbers": [r.to_dict() for r in reports["caller_number"][:limit]],
                     "trunks": [r.to_dict() for r in reports["trunk"][:limit]]})
