@@ -359,6 +359,35 @@ def validate_notifiers(entries: list[dict[str, Any]], doc: YamlDocument) -> list
     return problems
 
 
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's ``EnvironmentFile=`` reads them (``#``/``;`` comments, blank lines,
+    optional quotes), so ``run --check --env-file`` sees what the unit will. Raises ConfigError with
+    ``file:line`` for a line that is not an assignment (never quoting the line: it may hold a secret)."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot read: {exc}")]) from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(("#", ";")):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            problems.append(Problem(str(path), number, 1, "", "not a KEY=VALUE line"))
+            continue
+        value = match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[match.group(1)] = value
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
     """Read, expand and validate a config file. Raises ConfigError (file:line:key messages)."""
     try:

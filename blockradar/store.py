@@ -10,6 +10,7 @@ newer one. Every public method commits its own transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -110,6 +111,38 @@ class OutboxRow:
     sent_at: float | None
     last_error: str | None
     group_key: str | None = None
+
+
+def store_problem(path: str | Path) -> str | None:
+    """Why the daemon could not open its store at ``path`` (None: it can), without creating or changing
+    anything: an existing file must be a blockradar store this version can read; a new one needs a
+    writable directory (or one that can be created)."""
+    target = Path(path)
+    if target.exists():
+        if not target.is_file():
+            return f"{target} is not a file"
+        try:
+            db = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return f"cannot read {target}: {exc}"
+        if version > SCHEMA_VERSION:
+            return f"{target}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})"
+        if not os.access(target, os.R_OK | os.W_OK):
+            return f"{target} is not writable"
+        return None
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {target}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {target}: {parent} is not writable"
+    return None
 
 
 class Store:

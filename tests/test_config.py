@@ -17,8 +17,26 @@ EXAMPLE_ENV = {"AMI_SECRET": "a-secret-1", "ESL_PASSWORD": "e-pass-2",
                "WEBHOOK_SECRET": "hmac-4"}
 
 
-def test_example_config_validates_and_builds_connectors():
-    loaded = load_config(EXAMPLE, env=EXAMPLE_ENV)
+def with_freeswitch(tmp_path: Path) -> Path:
+    """The example with its commented FreeSWITCH connector switched on, as its comment says to."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  # - name: fs1"))
+    for i in range(start, len(lines)):
+        if not lines[i].startswith("  # "):
+            break
+        lines[i] = "  " + lines[i][4:]
+    path = tmp_path / "blockradar.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_example_config_as_shipped_has_one_pbx_so_that_it_starts_healthy():
+    config = load_config(EXAMPLE, env=EXAMPLE_ENV).config
+    assert [c.name for c in config.connectors] == ["pbx1"]
+
+
+def test_example_config_validates_and_builds_connectors(tmp_path: Path):
+    loaded = load_config(with_freeswitch(tmp_path), env=EXAMPLE_ENV)
     config = loaded.config
     assert [c.name for c in config.connectors] == ["pbx1", "fs1"]
     ami = config.connectors[0].to_runtime()
@@ -39,11 +57,14 @@ def test_example_config_validates_and_builds_connectors():
     assert config.numbers.default_region == "US" and ami.region == fs.region == "US"
 
 
-def test_example_check_command_prints_no_secret():
-    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(EXAMPLE), "--check"],
+def test_example_check_command_prints_no_secret(tmp_path: Path):
+    config = with_freeswitch(tmp_path)
+    config.write_text(config.read_text().replace("/var/lib/blockradar/state.db", str(tmp_path / "state.db")))
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
                          capture_output=True, text=True, timeout=60, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     assert "2 connector(s)" in run.stdout and "3 notifier(s)" in run.stdout
+    assert not (tmp_path / "state.db").exists()  # a check writes nothing
     for secret in EXAMPLE_ENV.values():
         assert secret not in run.stdout + run.stderr
 
@@ -95,3 +116,36 @@ def test_defaults_when_sections_are_omitted(tmp_path: Path):
     assert config.rules == ["default"] and config.connectors == [] and config.notifiers == []
     assert len(config.effective_thresholds()) >= 5
     assert config.store == "/var/lib/blockradar/state.db"
+
+
+@pytest.mark.parametrize(("setup", "words"), [
+    ("not-a-dir", "is not a directory"),  # the store's directory is a file
+    ("garbage", "cannot read"),  # an existing file that is not SQLite
+    ("newer", "schema version 99 is newer"),  # written by a newer blockradar
+])
+def test_check_opens_the_store_without_writing_it(tmp_path: Path, setup: str, words: str):
+    import sqlite3
+
+    if setup == "not-a-dir":
+        (tmp_path / "file").write_text("x")
+        store = tmp_path / "file" / "state.db"
+    else:
+        store = tmp_path / "state.db"
+        if setup == "garbage":
+            store.write_bytes(b"this is not a database" * 100)
+        else:
+            db = sqlite3.connect(store)
+            db.execute("PRAGMA user_version=99")
+            db.close()
+    before = store.read_bytes() if store.exists() else None
+    config = write(tmp_path, f"store: {store}\n")
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and words in run.stderr, run.stderr
+    assert run.stderr.startswith(f"{config}: store: ")
+    assert (store.read_bytes() if store.exists() else None) == before
+    fine = write(tmp_path, f"store: {tmp_path / 'new' / 'state.db'}\n")
+    ok = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(fine), "--check"],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert not (tmp_path / "new").exists()

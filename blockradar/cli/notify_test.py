@@ -6,6 +6,7 @@ Reports per notifier ``OK`` or the error (secrets masked) and exits 1 when any f
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ import click
 
 from blockradar.alerting.notifiers import build_notifiers
 from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
-from blockradar.config import ConfigError, load_config
+from blockradar.config import ConfigError, load_config, read_env_file
 from blockradar.outcome import iso
 
 
@@ -73,8 +74,15 @@ async def send_all(notifiers: list[Notifier], timeout_s: float) -> list[tuple[No
 @click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Config file with a 'notifiers:' list.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait per notifier.")
-def notify_test(config: str, timeout: float) -> None:
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="Read ${VAR}s from this KEY=VALUE file too (e.g. /etc/blockradar/blockradar.env).")
+def notify_test(config: str, timeout: float, env_file: str | None) -> None:
     """Send a clearly marked test alert through each configured notifier and report OK or the error."""
+    if env_file is not None:
+        try:
+            os.environ.update(read_env_file(env_file))
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         notifiers = build_notifiers(load_notifier_entries(config))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError; it never echoes secrets

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from blockradar.config import SECRET_KEYS, ConfigError, DaemonConfig, LoadedConfig, load_config
+from blockradar.config import SECRET_KEYS, ConfigError, DaemonConfig, LoadedConfig, load_config, read_env_file
 from blockradar.logs import setup_logging
 
 log = logging.getLogger("blockradar")
@@ -77,11 +77,17 @@ async def serve(loaded: LoadedConfig) -> int:
               help="The daemon config file (see examples/blockradar.yaml).")
 @click.option("--log-format", type=click.Choice(["human", "json"]), default=None,
               help="Log format (default: the config's log_format, else human).")
-@click.option("--check", is_flag=True, help="Validate the config and rule files, then exit (0 ok, 2 not).")
+@click.option("--check", is_flag=True,
+              help="Validate the config, the rule files and the store (nothing is written), then exit (0 ok, 2 not).")
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="Read ${VAR}s from this KEY=VALUE file too, as the unit's EnvironmentFile= does "
+                   "(e.g. /etc/blockradar/blockradar.env for a --check outside systemd).")
 @click.pass_context
-def run(ctx: click.Context, config_path: str, log_format: str | None, check: bool) -> None:
+def run(ctx: click.Context, config_path: str, log_format: str | None, check: bool, env_file: str | None) -> None:
     """Run the daemon: follow the PBXes, classify, alert."""
     try:
+        if env_file is not None:
+            os.environ.update(read_env_file(env_file))  # reloads read the same environment
         loaded = load_config(config_path)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
@@ -95,6 +101,12 @@ def run(ctx: click.Context, config_path: str, log_format: str | None, check: boo
         if ruleset is None:
             sys.exit(2)
         cfg = loaded.config
+        from blockradar.store import store_problem
+
+        problem = store_problem(cfg.store)
+        if problem is not None:
+            click.echo(f"{config_path}: store: {problem}", err=True)
+            sys.exit(2)
         click.echo(f"ok: {config_path}: {len(cfg.connectors)} connector(s), {len(ruleset.rules)} rules, "
                    f"{len(cfg.effective_thresholds())} thresholds, {len(cfg.notifiers)} notifier(s)")
         return
