@@ -107,6 +107,8 @@ class FreeswitchConnectorConfig(_Strict):
     filters: list[str] = Field(default_factory=list)
     gateways_only: bool = True  # only legs through a sofia gateway are trunk legs (not calls to phones)
     gateways: list[str] | None = Field(default=None, min_length=1)  # gateway names / globs that count
+    # gateway name -> the name to show, e.g. FusionPBX's gateway UUIDs -> its gateway names (v_gateways)
+    gateway_names: dict[str, str] = Field(default_factory=dict)
     probe_interval: Duration = 2.0  # "api status" this often; a hung PBX is found within interval + timeout
     probe_timeout: Duration = 3.0
     heartbeat_timeout: Duration = 60.0
@@ -124,7 +126,8 @@ class FreeswitchConnectorConfig(_Strict):
         return FreeswitchConfig(
             name=self.name, host=self.host, port=self.port, password=Secret(self.password.get_secret_value()),
             filters=tuple(self.filters), gateways_only=self.gateways_only,
-            gateways=tuple(self.gateways) if self.gateways else None, probe_interval_s=self.probe_interval,
+            gateways=tuple(self.gateways) if self.gateways else None,
+            gateway_names=tuple(self.gateway_names.items()), probe_interval_s=self.probe_interval,
             probe_timeout_s=self.probe_timeout, heartbeat_liveness_s=self.heartbeat_timeout,
             backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
             command_timeout_s=self.command_timeout, max_pending=self.max_pending,

@@ -9,7 +9,7 @@ normalizing code; this module only decides which one a file needs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class ReadSettings:
     trunks: Sequence[str] | None = None  # AMI: endpoint names / globs that are trunks
     gateways_only: bool = True  # ESL: only legs through a sofia gateway
     gateways: Sequence[str] | None = None  # ESL: gateway names / globs that count
+    gateway_names: Mapping[str, str] | None = None  # ESL: gateway -> name to show (FusionPBX UUIDs)
     on_leg: Callable[[LegVerdict], None] | None = None  # every finished leg's verdict
 
 

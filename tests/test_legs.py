@@ -99,3 +99,15 @@ def test_freeswitch_leg_selection(settings, event, trunk, reason) -> None:
     assert (outcome is None) == (reason is not None)
     if reason is not None:
         assert normalizer.legs.skipped[reason] == 1 and normalizer.stats.legs_ignored == 1
+
+
+def test_freeswitch_gateway_uuids_shown_by_name() -> None:
+    """FusionPBX names every gateway by its UUID: alerts would read "via 0f3c...". A map names them."""
+    uuid = "0F3C9A2E-7B1D-4C55-9E3A-2B7D6C1A9F00"
+    names = {uuid: "carrier-a"}  # as an operator may paste it, upper case: matched whatever the case
+    normalizer = EslCallNormalizer("fs1", gateway_names=names, gateways=["carrier-*"])
+    outcome = normalizer.on_event(esl_hangup(variable_sip_gateway_name=uuid.lower()))
+    assert outcome is not None and outcome.trunk == "carrier-a"
+    other = normalizer.on_event(esl_hangup(variable_sip_gateway_name="11111111-2222-4333-8444-555555555555",
+                                           **{"Unique-ID": "6d3c5d8e-0000-4000-8000-000000000002"}))
+    assert other is None and normalizer.legs.skipped[NOT_A_TRUNK] == 1  # unnamed: not in gateways

@@ -85,7 +85,8 @@ def read_settings(config: DaemonConfig | None, name: str | None, numbers: Number
     ami = next((c for c in specs if c.type == "asterisk"), None)
     esl = next((c for c in specs if c.type == "freeswitch"), None)
     return ReadSettings(numbers=numbers, on_leg=on_leg, trunks=ami.trunks if ami else None,
-                        gateways_only=esl.gateways_only if esl else True, gateways=esl.gateways if esl else None)
+                        gateways_only=esl.gateways_only if esl else True, gateways=esl.gateways if esl else None,
+                        gateway_names=esl.gateway_names if esl else None)
 
 
 @click.command()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from blockradar.clock import EventTimeGuard
@@ -209,6 +209,7 @@ class EslCallNormalizer:
         dedup_size: int = DEFAULT_DEDUP_SIZE,
         gateways_only: bool = True,
         gateways: Sequence[str] | None = None,
+        gateway_names: Mapping[str, str] | None = None,
         numbers: NumberPlan | None = None,
         on_leg: Callable[[LegVerdict], None] | None = None,
     ) -> None:
@@ -216,6 +217,8 @@ class EslCallNormalizer:
         self.numbers = numbers or NumberPlan()  # caller/callee to E.164 (default region US)
         # gateways_only: a leg through a sofia gateway is a trunk leg; ``gateways`` narrows which
         self.legs = LegSelector(tuple(gateways) if gateways else None, self.numbers)
+        # FusionPBX names its gateways by UUID: shown (and matched by ``gateways``) under their own names
+        self.gateway_names = {k.lower(): v for k, v in (gateway_names or {}).items()}
         self.on_leg = on_leg
         self.guard = guard
         self.gateways_only = gateways_only
@@ -266,6 +269,10 @@ class EslCallNormalizer:
             outcome = outcome_from_hangup(
                 event, self.connector, event_time=event_time, gateways_only=self.gateways_only
             )
+            if outcome is not None and outcome.trunk is not None and self.gateway_names:
+                shown = self.gateway_names.get(outcome.trunk.lower())
+                if shown is not None:
+                    outcome = outcome.replace(trunk=shown)
             verdict = self._judge(event, outcome)
             if self.on_leg is not None:
                 self.on_leg(verdict)

@@ -63,7 +63,8 @@ def read_esl_recording(data: bytes, *, connector: str = "replay", settings: Read
     stats.wire = framer.stats
     settings = settings or ReadSettings()
     normalizer = EslCallNormalizer(connector, numbers=settings.numbers, gateways_only=settings.gateways_only,
-                                   gateways=settings.gateways, on_leg=settings.on_leg)
+                                   gateways=settings.gateways, gateway_names=settings.gateway_names,
+                                   on_leg=settings.on_leg)
     stats.normalizer = normalizer.stats
     outcomes: list[CallOutcome] = []
     try:

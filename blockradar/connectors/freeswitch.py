@@ -123,6 +123,7 @@ class FreeswitchConfig:
     dedup_size: int = DEFAULT_DEDUP_SIZE
     gateways_only: bool = True  # only legs through a sofia gateway are trunk legs (not calls to phones)
     gateways: tuple[str, ...] | None = None  # gateway names / globs that count (None: every gateway)
+    gateway_names: tuple[tuple[str, str], ...] = ()  # (gateway, name to show): FusionPBX's UUIDs -> names
 
     def __post_init__(self) -> None:
         if self.event_format not in _FORMATS:
@@ -405,7 +406,7 @@ class FreeswitchConnector:
         self._guard = EventTimeGuard(config.name, config.clock_skew_tolerance_s)
         self._normalizer = EslCallNormalizer(
             config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only,
-            gateways=config.gateways,
+            gateways=config.gateways, gateway_names=dict(config.gateway_names),
             numbers=NumberPlan(config.region),
         )
         self._health = ConnectorHealth(name=config.name, pbx=PBX, state_since=self._clock.now())
