@@ -9,8 +9,10 @@ this tool lives by: what the operator is told stays true through every fault.
   a rate, at least ``min_attempts`` calls were counted for the key since it fired, or no matching
   call is left in the window, and (3) every PBX link the alert rests on (the connectors of its
   matching calls) was up for the whole clear timer and has proved alive (a frame, a Pong, a probe
-  answer) after it ran out. A link going down stops the clear timer; it starts again from zero
-  once the link is back. An absence of data is no evidence of recovery.
+  answer) after it ran out, and (4) those links have been up for a whole window (a window holding
+  a blind stretch, a link down or the daemon not running, is missing the calls of that stretch). A
+  link going down stops the clear timer; it starts again from zero once the link is back. An absence
+  of data is no evidence of recovery.
 * **Labels come from the evidence.** Context labels (``trunk``, ``connector``, ``pbx``, when not in
   the scope) name every value the alert's matching calls had in the window when it fired, sorted and
   comma-joined, never the value of the call that happened to cross the threshold.
@@ -266,6 +268,8 @@ class AlertLifecycle:
             return False
         if th.is_rate and matching and alert.calls_since_fire < th.min_attempts:
             return False  # too few calls since it fired to say the rate really fell
+        if back + th.window_s > t:
+            return False  # the window still holds a blind stretch (a link down, the daemon not running)
         return self.alive_since(alert, clear_until)
 
     def _take_context(self, alert: Alert, th: Threshold) -> None:
