@@ -30,6 +30,8 @@ DEFAULT_REGION = "US"
 MAX_NUMBER_CHARS = 64  # longer is not a number; kept (cut) for display only
 _CACHE_SIZE = 65_536
 
+# written in E.164 already: taken as it is (a PBX that writes +<country code> means it), no parse
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # digits with the separators people and PBXes write; a leading + (letters are not accepted: vanity
 # "1-800-FLOWERS" is not a caller ID, and a name must not turn into a number)
 _DIALLABLE = re.compile(r"\+?[0-9 ().\-/]+")
@@ -111,6 +113,8 @@ class NumberPlan:
         return outcome.replace(**changes) if changes else outcome
 
     def _normalize(self, raw: str) -> Normalized | None:
+        if _E164.fullmatch(raw) is not None:  # already E.164 (the country code is explicit): the hot path
+            return Normalized(raw, True)
         text = uri_user(raw[: MAX_NUMBER_CHARS * 4])
         if not text:
             return None
