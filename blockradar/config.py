@@ -103,7 +103,7 @@ class FreeswitchConnectorConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     host: str = "127.0.0.1"
     port: int = Field(default=8021, ge=1, le=65535)
-    password: SecretStr
+    password: SecretStr  # or event_socket_conf: FreeSWITCH's own event_socket.conf.xml (password, port, host)
     filters: list[str] = Field(default_factory=list)
     gateways_only: bool = True  # only legs through a sofia gateway are trunk legs (not calls to phones)
     gateways: list[str] | None = Field(default=None, min_length=1)  # gateway names / globs that count
@@ -270,6 +270,10 @@ def _expand(node: Any, path: KeyPath, doc: YamlDocument, env: Mapping[str, str],
     out: dict[Any, Any] = {}
     for key, value in node.items():
         child = (*path, key)
+        if key == EVENT_SOCKET_CONF_KEY:
+            conf = _expand(value, child, doc, env, base_dir, problems)
+            _read_event_socket_conf(node, conf, child, doc, base_dir, problems, out)
+            continue
         if isinstance(key, str) and key.endswith("_file") and key[:-5] in SECRET_KEYS:
             target = key[:-5]
             if target in node:
@@ -293,6 +297,45 @@ def _expand(node: Any, path: KeyPath, doc: YamlDocument, env: Mapping[str, str],
 
 
 _CONNECTOR_TAGS = {"asterisk", "freeswitch"}
+EVENT_SOCKET_CONF_KEY = "event_socket_conf"
+
+
+def _read_event_socket_conf(node: dict[Any, Any], conf: Any, path: KeyPath, doc: YamlDocument, base_dir: Path,
+                            problems: list[Problem], out: dict[Any, Any]) -> None:
+    """``event_socket_conf: /etc/freeswitch/autoload_configs/event_socket.conf.xml``: the password, port and
+    listen address FreeSWITCH itself uses (FusionPBX owns them: they are read, never changed), for what the
+    connector does not give itself."""
+    import xml.etree.ElementTree as ElementTree
+
+    if node.get("type") != "freeswitch":
+        problems.append(doc.problem(path, "event_socket_conf is for type: freeswitch connectors"))
+        return
+    if not isinstance(conf, str) or not conf:
+        problems.append(doc.problem(path, "expected the path of FreeSWITCH's event_socket.conf.xml"))
+        return
+    file = Path(conf) if Path(conf).is_absolute() else base_dir / conf
+    try:
+        root = ElementTree.fromstring(file.read_bytes()[:1_000_000])
+    except (OSError, ElementTree.ParseError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problems.append(doc.problem(path, f"cannot read {conf}: {reason}"))
+        return
+    params = {p.get("name"): p.get("value") or "" for p in root.iter("param")}
+    password = params.get("password")
+    if not password:
+        problems.append(doc.problem(path, f"{conf} has no password param"))
+        return
+    if "$${" in password:
+        problems.append(doc.problem(path, f"the password in {conf} is a FreeSWITCH variable; give password: instead"))
+        return
+    if "password" not in node and "password_file" not in node:
+        out["password"] = password
+    port = params.get("listen-port", "")
+    if "port" not in node and port.isdigit():
+        out["port"] = int(port)
+    host = params.get("listen-ip", "")
+    if "host" not in node and host and "$${" not in host:
+        out["host"] = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host.strip("[]")
 
 
 def _pydantic_problems(exc: ValidationError, doc: YamlDocument, prefix: KeyPath = ()) -> list[Problem]:

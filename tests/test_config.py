@@ -149,3 +149,47 @@ def test_check_opens_the_store_without_writing_it(tmp_path: Path, setup: str, wo
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert not (tmp_path / "new").exists()
+
+
+FUSIONPBX_EVENT_SOCKET = """<configuration name="event_socket.conf" description="Socket Client">
+  <settings>
+    <param name="nat-map" value="false"/>
+    <param name="listen-ip" value="0.0.0.0"/>
+    <param name="listen-port" value="8022"/>
+    <param name="password" value="Fusion-ESL-pass-9"/>
+    <!--<param name="apply-inbound-acl" value="lan"/>-->
+  </settings>
+</configuration>
+"""
+
+
+def test_freeswitch_connector_reads_the_event_socket_conf_it_does_not_own(tmp_path: Path):
+    """FusionPBX owns the event socket password (changing it breaks the GUI): blockradar reads it."""
+    xml = tmp_path / "event_socket.conf.xml"
+    xml.write_text(FUSIONPBX_EVENT_SOCKET)
+    config = load_config(write(tmp_path, f"connectors:\n  - {{name: fs1, type: freeswitch, "
+                                         f"event_socket_conf: {xml}}}\n"), env={}).config
+    runtime = config.connectors[0].to_runtime()
+    assert (runtime.host, runtime.port, runtime.password.reveal()) == ("127.0.0.1", 8022, "Fusion-ESL-pass-9")
+    assert "Fusion-ESL-pass-9" not in repr(config)
+    own = load_config(write(tmp_path, f"connectors:\n  - {{name: fs1, type: freeswitch, port: 8021, "
+                                      f"event_socket_conf: {xml}}}\n"), env={}).config
+    assert own.connectors[0].port == 8021  # what the connector says itself wins
+
+
+@pytest.mark.parametrize(("xml", "words"), [
+    (None, "cannot read"),
+    ("<configuration><settings><param name='password' value='$${esl_password}'/></settings></configuration>",
+     "is a FreeSWITCH variable"),
+    ("<configuration><settings/></configuration>", "has no password param"),
+    ("<configuration><settings>", "cannot read"),
+])
+def test_event_socket_conf_errors_name_file_line_and_key(tmp_path: Path, xml: str | None, words: str):
+    path = tmp_path / "event_socket.conf.xml"
+    if xml is not None:
+        path.write_text(xml)
+    config = write(tmp_path, f"connectors:\n  - name: fs1\n    type: freeswitch\n    event_socket_conf: {path}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config, env={})
+    assert words in str(err.value)
+    assert str(err.value).startswith(f"{config}:4:") and "connectors[0].event_socket_conf" in str(err.value)
