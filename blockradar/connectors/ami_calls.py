@@ -31,7 +31,9 @@ Asterisk 22.10.1):
   ``HANGUPCAUSE(<leg>,tech)`` = ``"SIP 603 Network Blocked"``, read from ``ChanVariable(SIP_TECHCAUSE)``
   on the leg's events, a ``VarSet`` of ``SIP_TECHCAUSE`` on the leg, or a ``UserEvent: SipCallOutcome``
   (``TechCause:``) on the leg or naming it in ``DialedChannel:``. A glue code below 300 means "no
-  failure response" (it holds the last provisional / 200 response) and gives no phrase.
+  failure response" (it holds the last provisional / 200 response) and gives no phrase; a provisional
+  one (1xx) also voids a ``TechCause`` of 300 or more, which Asterisk then made up itself (480 when the
+  PBX cancels a ringing leg, live on Asterisk 22.10.1).
   The phrase is used only when its code agrees with ``TechCause``.
 * ``call_id``: the SIP Call-ID when the glue exposes it (``SIP_CALLID``, UserEvent ``CallID:``),
   else the leg's Asterisk ``Uniqueid``. The Call-ID is what the carrier's support desk can look up;
@@ -494,6 +496,10 @@ class AmiCallTracker:
                 sip_code = glue_code
             if glue_code == sip_code:
                 sip_phrase = glue_phrase
+        elif glue_code is not None and glue_code < 200 and sip_code is not None and sip_code >= 300:
+            # the carrier's last word was provisional (180 Ringing): the PBX gave up on the leg itself (a
+            # caller cancel, a dial timeout) and Asterisk's TechCause 480 is its own, not the carrier's
+            sip_code = None
         cause = _int(ev.get("Cause"))
         answered = leg.answered_at is not None or (leg.partial and ev.get("ChannelStateDesc") == "Up")
         talk_s: float | None = None
