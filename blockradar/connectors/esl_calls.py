@@ -107,6 +107,17 @@ def _usec(value: str | None) -> float | None:
     return number / 1_000_000 if number else None
 
 
+def _presented_caller(event: EventView) -> str | None:
+    """The calling number the carrier saw in From. Live (FreeSWITCH 1.11.1, tests/fixtures/freeswitch/legs):
+    a phone's call bridged out keeps the extension in ``Caller-Orig-Caller-ID-Number`` (405) while From
+    carried its outbound caller ID (``Caller-Caller-ID-Number``); an originated dialer call that was
+    answered has the dialled number in ``Caller-Caller-ID-Number``. ``sip_from_user`` (set once the
+    dialog is up) and ``origination_caller_id_number`` (a dialer's) say it outright."""
+    return (event.get("variable_sip_from_user") or event.get("variable_origination_caller_id_number")
+            or event.get("Caller-Caller-ID-Number") or event.get("Caller-Orig-Caller-ID-Number")
+            or event.get("Caller-ANI") or None)
+
+
 def outcome_from_hangup(
     event: EventView,
     connector: str,
@@ -164,7 +175,7 @@ def outcome_from_hangup(
     if reason is None:
         reason = atis
 
-    caller_number = event.get("Caller-Orig-Caller-ID-Number") or event.get("Caller-ANI") or None
+    caller_number = _presented_caller(event)
     caller_name = event.get("Caller-Orig-Caller-ID-Name") or None
     callee = event.get("Caller-Destination-Number") or None
     rh_start = len(RH_PREFIX)
