@@ -335,12 +335,12 @@ class AmiCallTracker:
             self._add(leg)
         leg.linkedid = ev.get("DestLinkedid") or ev.get("Linkedid") or leg.linkedid
         leg.last_seen = at
-        if "Channel" not in ev:  # an Originate straight into the trunk: DestCallerIDNum is our own caller ID
-            leg.callee_number = leg.callee_number or _dialstring_user(ev.get("DialString"))
-        else:
-            leg.callee_number = (
-                leg.callee_number or _known(ev.get("DestCallerIDNum")) or _dialstring_user(ev.get("DialString"))
-            )
+        # the number in the Dial string first: DestCallerIDNum is the Originate's own caller ID on an
+        # Originate straight into the trunk, the caller's number with Dial's o option, or a prefixed extension
+        leg.callee_number = (
+            leg.callee_number or _dialled_number(ev.get("DialString")) or _known(ev.get("DestCallerIDNum"))
+            or _dialstring_user(ev.get("DialString"))
+        )
         leg.caller_number = _known(ev.get("DestConnectedLineNum")) or _known(ev.get("CallerIDNum")) or leg.caller_number
         leg.caller_name = _known(ev.get("DestConnectedLineName")) or _known(ev.get("CallerIDName")) or leg.caller_name
         self._glue_from_chanvars(leg, ev, "DestChanVariable")
@@ -536,17 +536,33 @@ class AmiCallTracker:
         return len(stale)
 
 
+_NUMBERISH = re.compile(r"\+?[0-9*#]{3,32}")
+
+
 def _dialstring_user(dialstring: str | None) -> str | None:
-    """``+15551230001@carrier`` -> ``+15551230001``; ``carrier/sip:+1555@host`` -> ``+1555``."""
+    """The number a Dial string dials: ``+15551230001@carrier`` (PJSIP, chan_sip ``SIP/number@peer``),
+    ``carrier-a/5552300007`` (chan_sip ``SIP/peer/number``, VICIdial's carriers),
+    ``carrier/sip:+1555@host`` -> the user part; ``carrier`` alone (an endpoint, no number) -> None."""
     if not dialstring:
         return None
     text = dialstring.split(",", 1)[0]
     if "/" in text:
         text = text.split("/", 1)[1]
+    elif "@" not in text:
+        return None  # only an endpoint or peer name
     if text.startswith(("sip:", "sips:")):
         text = text.split(":", 1)[1]
-    user = text.split("@", 1)[0] if "@" in text else None
-    return _known(user)
+    return _known(text.split("@", 1)[0])
+
+
+def _dialled_number(dialstring: str | None) -> str | None:
+    """``_dialstring_user`` when it is a number (digits, an optional +): what was really dialled. Better
+    than ``DestCallerIDNum``, which Dial's ``o`` option (VICIdial's ``tTor``) sets to the caller's own
+    number, and which holds the dialplan's prefixed extension (VICIdial's 91...) when the Dial strips it."""
+    user = _dialstring_user(dialstring)
+    if user is None or not _NUMBERISH.fullmatch(user):
+        return None
+    return user
 
 
 # --- the pipeline --------------------------------------------------------------------------------
