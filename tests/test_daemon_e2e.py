@@ -193,6 +193,10 @@ async def test_daemon_lifecycle(tmp_path: Path):
             assert (metric(text, "blockradar_notifications_total", notifier="slack", result="sent") or 0) >= 2
             assert metric(text, "blockradar_outbox_depth") == 0
             assert metric(text, "blockradar_events_total", connector="fs1") > 0
+            # legs that are not carrier attempts are counted by reason (these recordings hold carrier legs only)
+            assert metric(text, "blockradar_legs_skipped_total", connector="fs1", reason="not_outbound") == 0
+            assert metric(text, "blockradar_legs_skipped_total", connector="pbx1", reason="internal_number") == 0
+            assert metric(text, "blockradar_numbers_kept_as_given_total", connector="pbx1") == 0
             assert CALLER not in text  # no caller numbers in metric labels
 
             # 3. the Asterisk link goes down: /healthz says 503, metrics say up=0; then it comes back
