@@ -71,14 +71,14 @@ class LegSelector:
 
     def judge(self, trunk: str | None, callee: str | None) -> LegVerdict:
         """The verdict for a leg through ``trunk`` to ``callee`` (both as the PBX wrote them)."""
+        found = self.numbers.normalize(callee) if callee else None
         if self._match is not None:
             reason = None if trunk is not None and self._match.fullmatch(trunk) else NOT_A_TRUNK
         else:
-            found = self.numbers.normalize(callee) if callee else None
             reason = None if found is None or found.e164 else INTERNAL_NUMBER
         if reason is not None:
             self.skipped[reason] += 1
-        return LegVerdict(trunk, callee, reason)
+        return LegVerdict(trunk, found.text if found is not None else callee, reason)  # as the outcome shows it
 
     def skip(self, reason: str, trunk: str | None = None, callee: str | None = None) -> LegVerdict:
         """A leg the connector itself ruled out before judging (FreeSWITCH direction, gateway)."""
