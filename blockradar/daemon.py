@@ -272,8 +272,10 @@ class Daemon:
             loaded = load_config(self.loaded.path)
             ruleset = load_ruleset(loaded.config.rules)
             thresholds = loaded.config.effective_thresholds()
-        except (ConfigError, RuleSetError) as exc:
-            error = str(exc)
+        except (ConfigError, RuleSetError, RecursionError, MemoryError, ValueError) as exc:
+            # anything a hostile or broken file raises is a failed reload, never a crash or an "ok"
+            error = str(exc) if isinstance(exc, ConfigError | RuleSetError) else (
+                f"{self.loaded.path}: reload failed: {type(exc).__name__}")
             self.last_reload.update(ok=False, error=error)
             self.metrics.reloads.labels("failed").inc()
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)

@@ -16,6 +16,33 @@ import yaml
 
 KeyPath = tuple[str | int, ...]
 
+# Config and rule files are small and written by people; anything past these bounds is a mistake or an
+# attack (a 1 KB "billion laughs" file expanded to gigabytes; 20,000 levels of nesting overflowed the
+# stack), refused with file:line before it costs anything.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``: each one is a copy of a subtree, the billion-laughs
+    lever) and with a nesting limit."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed: write the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -91,7 +118,7 @@ def _walk(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, tuple[int, int]],
 def parse_yaml(text: str, file: str) -> YamlDocument:
     """Parse YAML text (safe loader). Raises YamlError with positions on syntax errors."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -116,7 +143,12 @@ def load_yaml(path: str | Path, display_name: str | None = None) -> YamlDocument
     """Read and parse a YAML file; unreadable or undecodable files become a YamlError too."""
     name = display_name or str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise YamlError([Problem(name, 1, 1, "", f"larger than {MAX_YAML_BYTES // 1024} KiB: not a config or "
+                                                       f"rule file")])
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlError([Problem(name, 1, 1, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     except OSError as exc:
