@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from blockradar.alerting.notifiers.base import Notification
@@ -55,7 +57,9 @@ rules:
 """
 
 
-async def test_reload_swaps_or_keeps_rules(tmp_path: Path):
+@contextlib.asynccontextmanager
+async def daemon_with_rule_file(tmp_path: Path) -> AsyncIterator[tuple[Daemon, Path, Inbox]]:
+    """A running daemon whose config layers ``acme.yaml`` (empty at first) on the default rules."""
     rules = tmp_path / "acme.yaml"
     rules.write_text("version: 1\n")
     path = config_file(tmp_path, f"""\
@@ -67,6 +71,13 @@ async def test_reload_swaps_or_keeps_rules(tmp_path: Path):
     daemon = Daemon(load_config(path), extra_notifiers=[inbox])
     await daemon.start()
     try:
+        yield daemon, rules, inbox
+    finally:
+        await daemon.stop(flush_s=2)
+
+
+async def test_reload_swaps_or_keeps_rules(tmp_path: Path):
+    async with daemon_with_rule_file(tmp_path) as (daemon, rules, inbox):
         before = daemon.ruleset
         from blockradar.outcome import CallOutcome
 
@@ -85,8 +96,6 @@ async def test_reload_swaps_or_keeps_rules(tmp_path: Path):
         assert daemon.ruleset.classify(call).category == "provider_block"
         await until(lambda: "resolved:blockradar-config-reload-failed" in inbox.titles())
         assert inbox.titles().count("firing:blockradar-config-reload-failed") == 1
-    finally:
-        await daemon.stop(flush_s=2)
 
 
 async def test_link_down_self_alert_fires_and_resolves(tmp_path: Path):

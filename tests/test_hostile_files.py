@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from blockradar.config import load_config
-from blockradar.daemon import Daemon
 from blockradar.yamlsource import MAX_YAML_BYTES
-from tests.test_daemon_inprocess import Inbox, config_file, until
+from tests.test_daemon_inprocess import daemon_with_rule_file, until
 
 # the audit's 1 KB "billion laughs": nine levels of nine aliases each (9**9 strings once expanded)
 BILLION_LAUGHS = "version: 1\n" + "".join(
@@ -48,17 +46,7 @@ def test_rules_check_and_run_check_refuse_a_hostile_file_at_once(tmp_path: Path,
 
 
 async def test_a_hostile_file_on_sighup_is_a_failed_reload(tmp_path: Path) -> None:
-    rules = tmp_path / "acme.yaml"
-    rules.write_text("version: 1\n")
-    path = config_file(tmp_path, f"""\
-        rules: [default, {rules}]
-        store: {tmp_path / "s.db"}
-        http: null
-        """)
-    inbox = Inbox()
-    daemon = Daemon(load_config(path), extra_notifiers=[inbox])
-    await daemon.start()
-    try:
+    async with daemon_with_rule_file(tmp_path) as (daemon, rules, inbox):
         before = daemon.ruleset
         for text, _, words in CASES.values():
             rules.write_text(text)
@@ -68,5 +56,3 @@ async def test_a_hostile_file_on_sighup_is_a_failed_reload(tmp_path: Path) -> No
             assert daemon.ruleset is before and daemon.last_reload["ok"] is False
             assert words in daemon.last_reload["error"]
         await until(lambda: "firing:blockradar-config-reload-failed" in inbox.titles())
-    finally:
-        await daemon.stop(flush_s=2)
