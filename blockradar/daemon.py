@@ -46,7 +46,7 @@ from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.metrics import HealthCollector, Metrics
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
-from blockradar.store import Store
+from blockradar.store import Store, StoreError, StoreLock
 from blockradar.web import HttpServer, build_app
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class Daemon:
         self.sink_errors = 0
         self._pending: list[tuple[CallOutcome, Classification]] = []
         self._commit_timer: asyncio.TimerHandle | None = None
+        self._store_lock: StoreLock | None = None  # one daemon per store
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
@@ -114,6 +115,15 @@ class Daemon:
         store_path = Path(config.store)
         try:
             store_path.parent.mkdir(parents=True, exist_ok=True)
+            self._store_lock = StoreLock(store_path)
+            self._store_lock.acquire()
+        except StoreError as exc:
+            self._store_lock = None
+            raise StartupError(f"{self.loaded.path}: store: {exc}") from None
+        except OSError as exc:
+            self._store_lock = None
+            raise StartupError(f"{self.loaded.path}: store: cannot lock {store_path}: {exc}") from None
+        try:
             self.store = Store(store_path)
         except Exception as exc:
             raise StartupError(f"{self.loaded.path}: store: cannot open {store_path}: {exc}") from None
@@ -361,6 +371,9 @@ class Daemon:
             self._commit_timer = None
         if self.store is not None:
             self.store.close()
+        if self._store_lock is not None:
+            self._store_lock.release()
+            self._store_lock = None
         return drained
 
     # ---------------------------------------------------------------------------------- health

@@ -9,6 +9,7 @@ newer one. Every public method commits its own transaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -111,6 +112,35 @@ class OutboxRow:
     sent_at: float | None
     last_error: str | None
     group_key: str | None = None
+
+
+class StoreLock:
+    """One daemon per store: an exclusive ``flock`` on ``<store>.lock``, which holds the holder's pid. Two
+    daemons on one store delivered half their notifications twice (the audit: 2,509 of 4,902). The kernel
+    drops the lock with the process, kill -9 included, so a crash never leaves it stale."""
+
+    def __init__(self, store: str | Path) -> None:
+        self.path = Path(f"{store}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; StoreError naming the holder's pid when another process has it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(f"{str(self.path)[:-5]} is in use by another blockradar daemon (pid {holder}); "
+                             f"run one daemon per store") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
 
 
 def store_problem(path: str | Path) -> str | None:
