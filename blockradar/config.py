@@ -150,7 +150,7 @@ class HttpConfig(_Strict):
     @classmethod
     def _listen(cls, value: str) -> str:
         _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port, e.g. 127.0.0.1:9464")
         return value
 
@@ -331,7 +331,7 @@ def _read_event_socket_conf(node: dict[Any, Any], conf: Any, path: KeyPath, doc:
     if "password" not in node and "password_file" not in node:
         out["password"] = password
     port = params.get("listen-port", "")
-    if "port" not in node and port.isdigit():
+    if "port" not in node and port.isascii() and port.isdigit():
         out["port"] = int(port)
     host = params.get("listen-ip", "")
     if "host" not in node and host and "$${" not in host:

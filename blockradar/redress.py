@@ -138,7 +138,7 @@ def parse_reason(header: str | None) -> list[ReasonValue]:
                     continue
                 if name == "cause" and cause is None:
                     digits = value.strip()
-                    cause = int(digits) if digits.isdigit() and len(digits) <= 4 else None
+                    cause = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 4 else None
                 elif name == "text" and reason_text is None:
                     reason_text = _unquote_param(value)
                 else:

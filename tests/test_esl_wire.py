@@ -95,11 +95,15 @@ def test_rude_rejection_and_wrong_password_frames() -> None:
     assert len(wrong[2].body) == 67
 
 
-def test_bad_content_length_is_a_protocol_error_keeping_earlier_frames() -> None:
+@pytest.mark.parametrize("length", ["12x", "\u00b2", "\u0661\u0662", "-1", ""])
+def test_bad_content_length_is_a_protocol_error_keeping_earlier_frames(length: str) -> None:
+    """The audit: ``Content-Length: \u00b2`` passed ``isdigit()``, then ``int()`` raised and killed the reader."""
     good = b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
+    framer = EslFramer()
     with pytest.raises(EslProtocolError) as caught:
-        EslFramer().feed(good + b"Content-Length: 12x\nContent-Type: text/event-plain\n\nabc")
+        framer.feed(good + f"Content-Length: {length}\nContent-Type: text/event-plain\n\nabc".encode())
     assert [f.headers["Reply-Text"] for f in caught.value.frames] == ["+OK accepted"]
+    assert framer.stats.malformed == 1
 
 
 def test_envelope_that_never_ends_is_bounded() -> None:

@@ -98,7 +98,7 @@ def _int(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() and len(value) <= 6 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
 
 
 def parse_glue(text: str | None) -> tuple[int | None, str | None]:

@@ -93,7 +93,7 @@ def _int(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit() and len(value) <= 20:
+    if value.isascii() and value.isdigit() and len(value) <= 20:
         return int(value)
     return None
 

@@ -187,7 +187,8 @@ class EslFramer:
                 frames.append(EslFrame(headers))
                 pos = body_start
                 continue
-            length = int(length_text) if length_text.isdigit() else -1
+            # ASCII digits only: "²".isdigit() is true and int("²") raises (the audit killed the reader so)
+            length = int(length_text) if length_text.isascii() and length_text.isdigit() else -1
             if length < 0:
                 self.stats.malformed += 1
                 self._buf = b""
