@@ -111,3 +111,25 @@ async def test_notify_test_reports_each_notifier(tmp_path):
     assert slack.problems == []
     assert "TEST" in slack.requests[0].json["text"]
     assert hook.requests[0].json["test"] is True
+
+
+async def test_a_token_in_the_query_string_is_never_printed(tmp_path):
+    """The audit: ``http://host?token=...`` (a query, no path) was printed in full by notify-test and kept in
+    the outbox's last_error. The peer echoing the token back in its error body must not leak it either."""
+    from tests.servers.http_sink import Reply
+
+    token = "tok3n-S3CRET-value"
+    async with HttpSink(path="") as hook:
+        hook.default = Reply(status=500, body=f"bad token {token}")
+        config = tmp_path / "blockradar.yaml"
+        config.write_text(f"notifiers:\n  - {{type: webhook, url: 'http://127.0.0.1:{hook.port}?token={token}'}}\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "blockradar", "notify-test", "--config", str(config), "--timeout", "10",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    text = out.decode() + err.decode()
+    assert proc.returncode == 1 and "HTTP 500" in text, text
+    assert hook.requests and hook.requests[0].path == "/"  # it was really sent, with its token
+    assert token not in text and f"http://127.0.0.1:{hook.port}/********" in text

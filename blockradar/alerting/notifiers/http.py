@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from blockradar.alerting.notifiers.base import NotifyError, one_line, parse_retry_after
+from blockradar.secret import scrub_url_secrets
 
 
 def is_2xx(status: int) -> bool:
@@ -39,7 +40,7 @@ class HttpPoster:
             raise NotifyError(f"{self.label}: no answer within {self.timeout:g}s") from None
         if self.accept(status):
             return
-        reason = one_line(text, 80)
+        reason = one_line(scrub_url_secrets(text, url), 80)  # a peer may echo the token back
         if status == 429:
             raise NotifyError(f"{self.label}: HTTP 429 rate limited ({reason})",
                               retry_after=parse_retry_after(retry_after, time.time()))
