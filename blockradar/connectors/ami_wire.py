@@ -48,29 +48,51 @@ class AmiFramer:
     ``banner`` holds the protocol banner line once seen (e.g. ``"Asterisk Call Manager/11.0.0"``).
     """
 
-    __slots__ = ("_buf", "_discarding", "banner", "max_frame_bytes", "stats")
+    __slots__ = ("_buf", "_discarding", "_held", "_held_len", "banner", "max_frame_bytes", "stats")
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.stats = WireStats()
         self.banner: str | None = None
-        self._buf = b""
+        self._buf = b""  # the partial frame held since the last terminator (its first chunk) ...
+        self._held: list[bytes] = []  # ... and the chunks after it, joined only when a terminator comes
+        self._held_len = 0
         self._discarding = False
 
     def reset(self) -> None:
         """Forget a partial frame and the banner: call it when a new connection starts."""
         self._buf = b""
+        self._held.clear()
+        self._held_len = 0
         self._discarding = False
         self.banner = None
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + sum(len(chunk) for chunk in self._held)
 
     def feed(self, data: bytes) -> list[bytes]:
         stats = self.stats
         stats.bytes += len(data)
-        buf = self._buf + data if self._buf else data
+        if not data:
+            return []
+        pending = self._buf
+        if pending:
+            if TERMINATOR not in self._tail() + data and not (self.banner is None and pending[:1] == b"A"):
+                # still inside one frame: append without re-joining what is held (linear in the bytes
+                # received whatever the read size; the audit fed 250 KB a byte at a time: 17 s of CPU)
+                if self._discarding:
+                    self._buf = (pending[-3:] + data)[-3:]
+                else:
+                    self._held.append(data)
+                    self._held_len += len(data)
+                    if len(pending) + self._held_len > self.max_frame_bytes:
+                        self._joined()
+                        self._bound()
+                return []
+            buf = self._joined() + data
+        else:
+            buf = data
         if self.banner is None and buf[:1] == b"A":
             if len(buf) < len(BANNER_PREFIX) and BANNER_PREFIX.startswith(buf):
                 self._buf = buf
@@ -99,6 +121,21 @@ class AmiFramer:
         if len(self._buf) > self.max_frame_bytes:
             self._bound()
         return frames
+
+    def _joined(self) -> bytes:
+        """The held partial frame as one bytes object (joined once, when it is needed)."""
+        if self._held:
+            self._buf = self._buf + b"".join(self._held)
+            self._held.clear()
+            self._held_len = 0
+        return self._buf
+
+    def _tail(self) -> bytes:
+        """The last 3 bytes held: a terminator may straddle them and the next read."""
+        tail = b"".join(self._held[-3:])
+        if len(tail) < 3:
+            tail = self._buf[-3:] + tail
+        return tail[-3:]
 
     def _bound(self) -> list[bytes]:
         if len(self._buf) > self.max_frame_bytes:
