@@ -9,6 +9,7 @@ formats them for output.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,39 @@ from blockradar.redress import Redress, redress_from
 PbxKind = Literal["asterisk", "freeswitch", "replay"]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+# Every text a PBX sends is bounded before it is kept (the audit: 2,000 open legs with 250 KB channel names
+# took 493 MB; 300 hangups with 1 MB Unique-IDs, 782 MB in the dedup set). With these bounds an outcome
+# holds at most ~14 KB of text (12 fields + 16 headers), whatever the PBX sends.
+MAX_TEXT = 512  # numbers, names, phrases, reasons, trunk names
+MAX_ID = 128  # call ids: longer ones keep a prefix and a digest of the whole, so they stay distinct
+MAX_HEADERS = 16
+_TEXT_FIELDS = ("caller_number", "caller_name", "callee_number", "trunk", "sip_phrase", "reason", "pbx_cause",
+                "call_info", "caller_number_raw", "callee_number_raw", "connector")
+
+
+def bounded_id(text: str) -> str:
+    """``text`` if short, else a prefix plus a 64-bit BLAKE2b digest of the whole (still unique)."""
+    if len(text) <= MAX_ID:
+        return text
+    digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    return f"{text[:MAX_ID - 17]}#{digest}"
+
+
+def bounded(outcome: CallOutcome) -> CallOutcome:
+    """The outcome with every text field within its bound (the same object when it already is)."""
+    changes: dict[str, Any] = {}
+    if len(outcome.call_id) > MAX_ID:
+        changes["call_id"] = bounded_id(outcome.call_id)
+    for name in _TEXT_FIELDS:
+        value = getattr(outcome, name)
+        if value is not None and len(value) > MAX_TEXT:
+            changes[name] = value[:MAX_TEXT]
+    headers = outcome.headers
+    if headers and (len(headers) > MAX_HEADERS
+                    or any(len(k) > MAX_TEXT or len(v) > MAX_TEXT for k, v in headers.items())):
+        changes["headers"] = {k[:MAX_TEXT]: v[:MAX_TEXT] for k, v in list(headers.items())[:MAX_HEADERS]}
+    return outcome.replace(**changes) if changes else outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ from blockradar.clock import EventTimeGuard
 from blockradar.connectors.ami_wire import AmiFramer, header_value, is_response, parse_frame, peek_event
 from blockradar.connectors.legs import LegSelector, LegVerdict
 from blockradar.numbers import NumberPlan
-from blockradar.outcome import CallOutcome
+from blockradar.outcome import CallOutcome, bounded
 
 log = logging.getLogger(__name__)
 
@@ -506,7 +506,7 @@ class AmiCallTracker:
         if answered and at is not None and leg.answered_at is not None:
             talk_s = max(0.0, at - leg.answered_at)
         self.stats.outcomes += 1
-        return self.numbers.apply(CallOutcome(
+        return self.numbers.apply(bounded(CallOutcome(
             pbx="asterisk",
             connector=self.connector,
             call_id=leg.glue_callid or leg.uniqueid,
@@ -522,7 +522,7 @@ class AmiCallTracker:
             sip_phrase=sip_phrase,
             q850_cause=cause if cause else None,
             pbx_cause=_known(ev.get("Cause-txt")),
-        ))
+        )))
 
     def expire(self, now: float) -> int:
         """Drops legs idle for longer than ``ttl_s`` (event time); returns how many."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 TERMINATOR = b"\r\n\r\n"
 BANNER_PREFIX = b"Asterisk Call Manager/"
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024  # a Cdr/CEL with channelvars is ~2 KB; 256 KB is absurd
+MAX_VALUE = 512  # a header value kept from a parsed frame (the frame itself is bounded by max_frame_bytes)
+MAX_KEY = 128
 _EVENT = b"Event: "
 _RESPONSE = b"Response: "
 
@@ -191,10 +193,12 @@ def parse_frame(frame: bytes) -> dict[str, str] | None:
             if not sep:
                 continue
             value = value.strip()
+        if len(value) > MAX_VALUE:  # bounded before anything keeps it (legs live for hours)
+            value = value[:MAX_VALUE]
         if key == "ChanVariable" or key == "DestChanVariable":
             name, eq, var_value = value.partition("=")
             if eq:
-                out[f"{key}({name})"] = var_value
+                out[f"{key}({name[:MAX_KEY]})"] = var_value
             continue
-        out[key] = value
+        out[key[:MAX_KEY]] = value
     return out or None

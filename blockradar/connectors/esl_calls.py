@@ -49,7 +49,7 @@ from blockradar.connectors.esl_wire import (
 )
 from blockradar.connectors.legs import INBOUND, NO_GATEWAY, LegSelector, LegVerdict
 from blockradar.numbers import NumberPlan
-from blockradar.outcome import CallOutcome
+from blockradar.outcome import CallOutcome, bounded, bounded_id
 from blockradar.redress import redress_from
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class EslCallNormalizer:
     def _normalize(self, event: EventView, received_at: float | None) -> CallOutcome | None:
         try:
             call_id = event.raw("Unique-ID")
-            if call_id is not None and call_id in self._seen:
+            if call_id is not None and bounded_id(call_id) in self._seen:
                 self.stats.duplicates += 1
                 return None
             event_time = None
@@ -300,6 +300,7 @@ class EslCallNormalizer:
         if outcome is None:
             self.stats.legs_ignored += 1
             return None
+        outcome = bounded(outcome)  # every text within its bound, the dedup key a fixed-size digest when long
         self._remember(outcome.call_id)
         self.stats.outcomes += 1
         return self.numbers.apply(outcome)
