@@ -56,3 +56,27 @@ async def test_a_hostile_file_on_sighup_is_a_failed_reload(tmp_path: Path) -> No
             assert daemon.ruleset is before and daemon.last_reload["ok"] is False
             assert words in daemon.last_reload["error"]
         await until(lambda: "firing:blockradar-config-reload-failed" in inbox.titles())
+
+
+def test_an_operator_regex_matches_in_linear_time_or_is_refused(tmp_path: Path) -> None:
+    """The audit: ``sip_phrase: '^(a+)+$'`` passed `rules check`, then a 28-character phrase from the
+    network took 10 s to match (Python's re backtracks; 40 characters would take days). RE2 is linear."""
+    from blockradar.outcome import CallOutcome
+    from blockradar.ruleset import load_ruleset
+
+    rules = tmp_path / "redos.yaml"
+    rules.write_text("version: 1\nrules:\n  - {name: redos, source: s, category: provider_block, "
+                     "match: {sip_phrase: '^(a+)+$'}}\n")
+    assert blockradar("rules", "check", str(rules)).returncode == 0
+    ruleset = load_ruleset(["default", str(rules)])
+    for phrase in ("a" * 40 + "b", "b" + "a" * 100_000, "aaaa"):  # (only the first 1 KB is looked at)
+        call = CallOutcome("asterisk", "pbx1", "c1", sip_code=603, sip_phrase=phrase)
+        expected = "provider_block" if phrase == "aaaa" else "declined"
+        assert ruleset.classify(call).category == expected
+    backref = tmp_path / "backref.yaml"
+    backref.write_text("version: 1\nrules:\n  - {name: br, source: s, category: provider_block, "
+                       "match: {sip_phrase: '(a)\\1'}}\n")
+    refused = blockradar("rules", "check", str(backref))
+    assert refused.returncode == 2 and f"{backref}:3:" in refused.stderr
+    assert "linear-time (RE2) engine" in refused.stderr and "Traceback" not in refused.stderr
+    assert "re2.cc" not in refused.stderr  # RE2's own logging stays quiet

@@ -8,15 +8,23 @@ is silenced while every matcher of an active silence matches its labels. Silence
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blockradar.conditions import LinearRegex
 from blockradar.numbers import NumberPlan
 
 NUMBER_LABELS = frozenset({"caller_number", "callee_number"})
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> LinearRegex:
+    """A matcher's regex, anchored and case-sensitive as in Alertmanager, in linear time (RE2)."""
+    return LinearRegex(pattern, ignore_case=False)
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 
@@ -31,8 +39,8 @@ class Matcher:
             raise ValueError(f"unknown matcher operator {self.op!r}")
         if self.op in ("=~", "!~"):
             try:
-                re.compile(self.value)
-            except re.error as exc:
+                _regex(self.value)
+            except ValueError as exc:
                 raise ValueError(f"bad regular expression in matcher {self.name}: {exc}") from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -41,7 +49,7 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = re.fullmatch(self.value, actual) is not None
+        found = _regex(self.value).fullmatch(actual) is not None
         return found if self.op == "=~" else not found
 
     def __str__(self) -> str:
