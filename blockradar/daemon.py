@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -137,11 +138,16 @@ class Daemon:
                              on_result=lambda name, result: self.metrics.notifications.labels(name, result).inc())
         self.selfhealth = SelfHealth(config.self_health.link_down_after, config.self_health.auth_failing_after,
                                      self._emit, on_down=self._connector_down, on_up=self._connector_up)
-        self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
         now = self.clock.now()
-        for spec in config.connectors:
-            self.pipeline.connector_down(spec.name, now)  # not watched yet: nothing on it resolves
-        restored = self.pipeline.rebuild(self.store.iter_outcomes(now - self._history_s()), now)
+        try:
+            self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
+            for spec in config.connectors:
+                self.pipeline.connector_down(spec.name, now)  # not watched yet: nothing on it resolves
+            restored = self.pipeline.rebuild(self.store.iter_outcomes(now - self._history_s()), now)
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # only the type: the message of a decoding error may quote a stored row (call data)
+            raise StartupError(f"{self.loaded.path}: store: {store_path} is damaged ({type(exc).__name__}); "
+                               f"move it aside to start afresh, or restore a backup") from None
         log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
                  "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
                  len(self.pipeline.thresholds), len(notifiers), restored)
