@@ -44,7 +44,7 @@ from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_conf
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
-from blockradar.metrics import HealthCollector, Metrics
+from blockradar.metrics import HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
 from blockradar.store import Store, StoreError, StoreLock
@@ -152,6 +152,7 @@ class Daemon:
                  "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
                  len(self.pipeline.thresholds), len(notifiers), restored)
         self.registry.register(HealthCollector(self.healths, self._outbox_depth, self.clock.now))
+        self.registry.register(WindowCollector(lambda: self.pipeline.groups if self.pipeline else ()))
         await self.outbox.start()
         if config.http is not None:
             self.http = HttpServer(build_app(self.registry, self.health_report), config.http.host,

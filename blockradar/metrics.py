@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,6 +55,27 @@ class Metrics:
 
     def outcome(self, connector: str, trunk: str | None, category: str) -> None:
         self.call_outcomes.labels(connector, self.trunk_label(trunk), category).inc()
+
+
+class WindowCollector(Collector):
+    """Keys the windows let go, read when Prometheus scrapes: ``lru`` at the key cap (a flood of spoofed
+    caller IDs: the audit found these evictions exposed nowhere), ``idle`` once out of every window."""
+
+    def __init__(self, groups: Callable[[], Iterable[Any]]) -> None:
+        self._groups = groups
+
+    def collect(self) -> Iterator[Metric]:
+        evicted = CounterMetricFamily("blockradar_window_keys_evicted",
+                                      "Window keys dropped: at the key cap (lru) or out of every window (idle).",
+                                      labels=["scope", "reason"])
+        live = GaugeMetricFamily("blockradar_window_keys", "Live window keys.", labels=["scope"])
+        for group in self._groups():
+            scope = "+".join(group.scope)
+            windows = group.windows
+            evicted.add_metric([scope, "lru"], float(windows.lru_evicted))
+            evicted.add_metric([scope, "idle"], float(windows.idle_evicted))
+            live.add_metric([scope], float(len(windows)))
+        yield from (evicted, live)
 
 
 class HealthCollector(Collector):

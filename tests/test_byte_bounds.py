@@ -57,3 +57,22 @@ def test_bounded_keeps_short_outcomes_as_they_are() -> None:
 
 def _frame(event: dict[str, str]) -> bytes:
     return "\r\n".join(f"{k}: {v}" for k, v in event.items()).encode()
+
+
+def test_a_flood_of_spoofed_numbers_is_bounded_and_its_evictions_are_on_metrics() -> None:
+    """The audit: 200,000 spoofed caller IDs hit the key cap, and the evictions were exposed nowhere."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from blockradar.detect.pipeline import Pipeline
+    from blockradar.metrics import WindowCollector
+    from blockradar.ruleset import load_ruleset
+
+    pipeline = Pipeline(load_ruleset(), max_keys=100)
+    for i in range(1000):
+        pipeline.process(CallOutcome("asterisk", "pbx1", f"c{i}", ended_at=1_800_000_000.0 + i * 0.01,
+                                     caller_number=f"+1555{i:07d}", trunk="carrier-a", sip_code=200, answered=True))
+    registry = CollectorRegistry()
+    registry.register(WindowCollector(lambda: pipeline.groups))
+    text = generate_latest(registry).decode()
+    assert 'blockradar_window_keys{scope="caller_number"} 100.0' in text
+    assert 'blockradar_window_keys_evicted_total{reason="lru",scope="caller_number"} 900.0' in text

@@ -197,6 +197,8 @@ async def test_daemon_lifecycle(tmp_path: Path):
             assert metric(text, "blockradar_legs_skipped_total", connector="fs1", reason="not_outbound") == 0
             assert metric(text, "blockradar_legs_skipped_total", connector="pbx1", reason="internal_number") == 0
             assert metric(text, "blockradar_numbers_kept_as_given_total", connector="pbx1") == 0
+            assert metric(text, "blockradar_window_keys_evicted_total", scope="caller_number", reason="lru") == 0
+            assert (metric(text, "blockradar_window_keys", scope="caller_number") or 0) >= 1
             assert CALLER not in text  # no caller numbers in metric labels
 
             # 3. the Asterisk link goes down: /healthz says 503, metrics say up=0; then it comes back
