@@ -309,7 +309,10 @@ class EslTestServer:
             streaming: threading.Thread | None = None
             buf = b""
             while not self._stop.is_set():
-                readable, _, _ = select.select([client], [], [], 0.05)  # the socket stays blocking for sends
+                try:
+                    readable, _, _ = select.select([client], [], [], 0.05)  # the socket stays blocking for sends
+                except (OSError, ValueError):
+                    return  # closed under us by pause() / drop_clients() / stop(): this connection is over
                 if not readable or not self._running.is_set():
                     continue
                 data = client.recv(65536)
