@@ -8,7 +8,6 @@ regex compilation), ``why_not(outcome)`` for ``explain --trace``, and ``covers(o
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import re
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
+from blockradar.globs import compile_globs
 from blockradar.outcome import CallOutcome
 from blockradar.redress import ReasonValue, has_analytics_avp, parse_reason
 
@@ -518,7 +518,7 @@ def _parse_redress(value: Any) -> RedressCond:
 
 def _trunk(value: Any) -> TrunkGlob:
     globs = tuple(_strings(value, "trunk glob"))
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+    regex = compile_globs(globs)
     return TrunkGlob(globs, regex)
 
 

@@ -17,11 +17,10 @@ these rules; its ``gateways`` patterns are the ``trunks`` patterns here.
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from blockradar.globs import compile_globs
 from blockradar.numbers import NumberPlan
 
 # why a leg did not count (the /metrics label and what `replay --legs` prints)
@@ -67,7 +66,7 @@ class LegSelector:
 
     def __post_init__(self) -> None:
         if self.trunks is not None:
-            self._match = compile_patterns(self.trunks)
+            self._match = compile_globs(self.trunks)
 
     def judge(self, trunk: str | None, callee: str | None) -> LegVerdict:
         """The verdict for a leg through ``trunk`` to ``callee`` (both as the PBX wrote them)."""
@@ -84,8 +83,3 @@ class LegSelector:
         """A leg the connector itself ruled out before judging (FreeSWITCH direction, gateway)."""
         self.skipped[reason] += 1
         return LegVerdict(trunk, callee, reason)
-
-
-def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str]:
-    """Names or shell globs (``carrier-*``, ``trunk?``) as one case-sensitive regex."""
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or r"(?!)")
