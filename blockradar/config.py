@@ -117,6 +117,7 @@ class FreeswitchConnectorConfig(_Strict):
     auth_backoff: Duration = 30.0  # after a refused password or ACL (and at once on SIGHUP)
     command_timeout: Duration = 5.0
     max_pending: int = Field(default=10_000, ge=100)
+    handoff_wait: Duration = 10.0  # a full hand-off holds the reader this long (FreeSWITCH queues), then drops
     clock_skew_tolerance: Duration = 5.0
 
     def to_runtime(self, region: str = "US") -> Any:
@@ -131,10 +132,10 @@ class FreeswitchConnectorConfig(_Strict):
             probe_timeout_s=self.probe_timeout, heartbeat_liveness_s=self.heartbeat_timeout,
             backoff_min_s=self.backoff_initial, backoff_max_s=self.backoff_max, auth_backoff_s=self.auth_backoff,
             command_timeout_s=self.command_timeout, max_pending=self.max_pending,
-            clock_skew_tolerance_s=self.clock_skew_tolerance, region=region)
+            handoff_wait_s=self.handoff_wait, clock_skew_tolerance_s=self.clock_skew_tolerance, region=region)
 
     @field_validator("probe_interval", "probe_timeout", "heartbeat_timeout", "backoff_initial", "backoff_max",
-                     "auth_backoff", "command_timeout", "clock_skew_tolerance", mode="before")
+                     "auth_backoff", "command_timeout", "clock_skew_tolerance", "handoff_wait", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> float:
         return _duration(value)

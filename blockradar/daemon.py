@@ -44,10 +44,11 @@ from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_conf
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
+from blockradar.looplag import LoopLagMonitor
 from blockradar.metrics import HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
-from blockradar.store import Store, StoreError, StoreLock
+from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock
 from blockradar.web import HttpServer, build_app
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,18 @@ OUTCOME_FLUSH_ROWS = 500  # the store commits with fsync: write outcomes in batc
 # outcomes reach the disk this soon after they arrive (one fsync per batch): a kill -9 loses at most
 # this much besides what is still in the socket (live lab: 1 s batches lost 2 calls that had ended)
 OUTCOME_COMMIT_DELAY_S = 0.05
+OUTCOME_WRITE_MAX = 5000  # outcomes written per batch after an outage of the store
+OUTCOME_PROBE_ROWS = 100  # written per second while the store fails: does it work again?
 PRUNE_EVERY_S = 3600.0
+PRUNE_ROWS_PER_SLICE = 5000  # old outcomes deleted per slice of the loop (a day of calls is many rows)
+# the most one slice of a tick may block the event loop: more work due (a mass expiry of alerts, groups
+# to flush) goes on in the next slice, after the loop has served the PBX reads and probes waiting
+TICK_SLICE_S = 0.005
 SHUTDOWN_FLUSH_S = 10.0
+# outcomes kept in memory while the store cannot be written (disk full): written once it can; beyond
+# this the oldest are let go, counted (the windows and alerts have them already)
+MAX_UNSTORED_OUTCOMES = 50_000
+STORE_RECOVERED_AFTER_S = 5.0  # writes succeed this long with none failing: the store works again
 
 
 class StartupError(Exception):
@@ -86,6 +97,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        self.loop_lag = LoopLagMonitor(self.registry)
         self.extra_notifiers = list(extra_notifiers)
         self._on_outcome = on_outcome
         self._on_transition_hook = on_transition
@@ -98,12 +110,16 @@ class Daemon:
         self.selfhealth: SelfHealth | None = None
         self.last_reload: dict[str, Any] = {"at": None, "ok": True, "error": None}
         self.sink_errors = 0
+        # while the store cannot be written: {"error", "since", "failed_at" (the latest), "failed_writes"}
+        self.store_failure: dict[str, Any] | None = None
+        self.unstored_dropped = 0
         self._pending: list[tuple[CallOutcome, Classification]] = []
         self._commit_timer: asyncio.TimerHandle | None = None
         self._store_lock: StoreLock | None = None  # one daemon per store
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
+        self._pruning: tuple[float, int] | None = None  # (older than, rows pruned so far) while pruning
 
     # ------------------------------------------------------------------------------------ start
 
@@ -128,6 +144,8 @@ class Daemon:
             self.store = Store(store_path)
         except Exception as exc:
             raise StartupError(f"{self.loaded.path}: store: cannot open {store_path}: {exc}") from None
+        self.store.on_write_error = self._store_write_failed
+        self.store.on_write_ok = self._store_write_ok
         try:
             self.ruleset = load_ruleset(config.rules)
         except RuleSetError as exc:
@@ -168,6 +186,7 @@ class Daemon:
         for connector in self.connectors:
             await connector.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="blockradar-ticker")
+        self.loop_lag.start()
 
     def _history_s(self) -> float:
         assert self.pipeline is not None
@@ -194,7 +213,7 @@ class Daemon:
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:
                 self._on_outcome(outcome, cls)
-            if len(self._pending) >= OUTCOME_FLUSH_ROWS:
+            if len(self._pending) >= OUTCOME_FLUSH_ROWS and self.store_failure is None:
                 self._flush_outcomes()
             elif self._commit_timer is None:
                 self._schedule_outcome_commit()
@@ -209,7 +228,8 @@ class Daemon:
         except RuntimeError:  # driven without a loop (a test, a replay): write at once
             self._flush_outcomes()
             return
-        self._commit_timer = loop.call_later(OUTCOME_COMMIT_DELAY_S, self._commit_outcomes_soon)
+        delay = OUTCOME_COMMIT_DELAY_S if self.store_failure is None else TICK_S
+        self._commit_timer = loop.call_later(delay, self._commit_outcomes_soon)
 
     def _commit_outcomes_soon(self) -> None:
         self._commit_timer = None
@@ -218,19 +238,78 @@ class Daemon:
     def _flush_outcomes(self) -> None:
         if not self._pending or self.store is None:
             return
-        batch, self._pending = self._pending, []
+        # while the store fails, one small batch per second finds out whether it works again; after that,
+        # what waited is written in bounded batches, so the loop is never held by one huge insert
+        limit = OUTCOME_PROBE_ROWS if self.store_failure is not None else OUTCOME_WRITE_MAX
+        batch, self._pending = self._pending[:limit], self._pending[limit:]
         try:
             self.store.add_outcomes(batch)
-        except Exception:
-            log.exception("could not store %d outcome(s)", len(batch))
+        except STORE_ERRORS:  # reported by the store (once per episode); written with a later batch
+            self._keep_unstored(batch)
+        if self._pending and self._commit_timer is None:
+            self._schedule_outcome_commit()
+
+    def _keep_unstored(self, batch: list[tuple[CallOutcome, Classification]]) -> None:
+        pending = batch + self._pending
+        excess = len(pending) - MAX_UNSTORED_OUTCOMES
+        if excess > 0:
+            self.unstored_dropped += excess
+            del pending[:excess]
+        self._pending = pending
 
     def _commit(self, work: Callable[[], Any]) -> Any:
         """Buffered outcomes and what ``work`` changes (alert states, groups, outbox rows) in one
-        transaction: on disk, an alert transition or a notification never exists without its outcomes."""
+        transaction: on disk, an alert transition or a notification never exists without its outcomes.
+        When the store cannot be written the work is done all the same (alerts are judged in memory,
+        notifications sent from memory) and the outcomes wait in memory for the next commit."""
         assert self.store is not None
-        with self.store.batch():
-            self._flush_outcomes()
+        waiting = self._pending
+        started = False
+        try:
+            with self.store.batch():
+                started = True
+                self._flush_outcomes()
+                return work()
+        except STORE_ERRORS:  # reported by the store; rolled back, so what it wrote waits again
+            self._pending = waiting
+            if started:
+                return None
+        try:  # not even a transaction could begin (a read-only store): the alert work is done all the same
             return work()
+        except STORE_ERRORS:
+            return None
+
+    def _store_write_failed(self, exc: BaseException) -> None:
+        """The store refused a write: one ERROR and one self-alert per episode, not one per write."""
+        now = self.clock.now()
+        self.metrics.store_errors.inc()
+        failure = self.store_failure
+        if failure is not None:
+            failure["failed_writes"] += 1
+            failure["failed_at"] = now
+            return
+        error = f"{type(exc).__name__}: {exc}"[:300]  # SQLite's and the OS's words, never a stored row
+        self.store_failure = {"error": error, "since": now, "failed_at": now, "failed_writes": 1}
+        log.error("store %s cannot be written (%s): alerts are judged in memory and sent without the durable "
+                  "outbox until it can; one message per episode", self.config.store, error)
+        if self.selfhealth is not None:
+            self.selfhealth.store_failing(str(self.config.store), error, now)
+
+    def _store_write_ok(self) -> None:
+        """A commit that wrote something. A full disk still takes the writes that fit in free pages, so the
+        episode ends only once writes have succeeded for ``STORE_RECOVERED_AFTER_S`` without a failure."""
+        failure = self.store_failure
+        if failure is None:
+            return
+        now = self.clock.now()
+        if now - failure["failed_at"] < STORE_RECOVERED_AFTER_S:
+            return
+        self.store_failure = None
+        log.warning("store %s is written again after %.0f s (%d failed write(s)); %d outcome(s) kept in memory are "
+                    "being written", self.config.store, now - failure["since"], failure["failed_writes"],
+                    len(self._pending))
+        if self.selfhealth is not None:
+            self.selfhealth.store_ok(str(self.config.store), now)
 
     def _emit(self, notification: Notification) -> None:
         assert self.outbox is not None
@@ -255,11 +334,17 @@ class Daemon:
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                self.tick()
+                now = self.tick(TICK_SLICE_S)
+                while self._behind():
+                    await asyncio.sleep(0)  # let the PBX reads and probes waiting run, then go on
+                    self._tick_slice(now)
             except Exception:
                 log.exception("tick failed")
 
-    def tick(self) -> None:
+    def tick(self, budget_s: float | None = None) -> float:
+        """Once a second: link health, due alerts and groups, hourly pruning. With ``budget_s`` it does at
+        most about that much of the alert and pruning work (``_behind`` says when more waits); returns
+        the time it ticked at, for the slices that finish it."""
         now = self.clock.now()
         pipeline = self.pipeline
         assert pipeline is not None and self.selfhealth is not None and self.store is not None
@@ -268,13 +353,41 @@ class Daemon:
         for health in healths:
             if health.last_event_at is not None:
                 pipeline.lifecycle.link_alive(health.name, health.last_event_at)
-        self._commit(lambda: pipeline.tick(now))
+        self._commit(lambda: pipeline.tick(now, budget_s))
+        failure = self.store_failure
+        if failure is not None and now - failure["failed_at"] >= STORE_RECOVERED_AFTER_S:
+            with contextlib.suppress(*STORE_ERRORS):  # a failure is reported by the store
+                self.store.probe_write()  # nothing else may be writing: does the store take a page again?
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
-            pruned = self.store.prune_outcomes(now - self.config.retention)
-            self.store.prune_outbox(now - 7 * 86400)
-            if pruned:
-                log.info("pruned %d outcome(s) older than the retention", pruned)
+            self._pruning = (now - self.config.retention, 0)
+            with contextlib.suppress(*STORE_ERRORS):  # reported by the store; tried again in an hour
+                self.store.prune_outbox(now - 7 * 86400)
+        if budget_s is None:
+            while self._behind():
+                self._tick_slice(now)
+        return now
+
+    def _behind(self) -> bool:
+        return (self.pipeline is not None and self.pipeline.behind) or self._pruning is not None
+
+    def _tick_slice(self, now: float) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None and self.store is not None
+        if pipeline.behind:
+            self._commit(lambda: pipeline.tick(now, TICK_SLICE_S))
+            return
+        if self._pruning is not None:
+            before, total = self._pruning
+            try:
+                pruned = self.store.prune_outcomes(before, limit=PRUNE_ROWS_PER_SLICE)
+            except STORE_ERRORS:  # reported by the store; tried again in an hour
+                self._pruning = None
+                return
+            total += pruned
+            self._pruning = (before, total) if pruned >= PRUNE_ROWS_PER_SLICE else None
+            if self._pruning is None and total:
+                log.info("pruned %d outcome(s) older than the retention", total)
 
     # ---------------------------------------------------------------------------------- reload
 
@@ -356,6 +469,7 @@ class Daemon:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.loop_lag.stop()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         results = await asyncio.gather(*(c.close() for c in self.connectors), return_exceptions=True)
@@ -419,5 +533,8 @@ class Daemon:
             "last_reload": self.last_reload,
             "self_alerts": self.selfhealth.active() if self.selfhealth else [],
             "sink_errors": self.sink_errors,
+            "store": {"path": str(self.config.store), "ok": self.store_failure is None,
+                      **(self.store_failure or {}), "unstored_outcomes": len(self._pending),
+                      "unstored_dropped": self.unstored_dropped},
         }
-        return ok, report
+        return ok and self.store_failure is None, report

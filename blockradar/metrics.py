@@ -41,6 +41,9 @@ class Metrics:
             ["notifier", "result"], registry=registry)
         self.reloads = Counter(
             "blockradar_reloads", "Rule/threshold reloads, by result.", ["result"], registry=registry)
+        self.store_errors = Counter(
+            "blockradar_store_write_errors", "Writes the store refused (disk full, read-only, damaged).",
+            registry=registry)
         self.rules_loaded = Gauge(
             "blockradar_rules_loaded", "Rules in the active rule set.", registry=registry)
 

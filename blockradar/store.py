@@ -9,12 +9,13 @@ newer one. Every public method commits its own transaction.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,10 @@ CREATE INDEX IF NOT EXISTS outbox_order ON outbox(notifier, status, id);
 
 class StoreError(RuntimeError):
     pass
+
+
+# what a write to the store raises when the disk is full, the file system read-only or the file damaged
+STORE_ERRORS = (sqlite3.Error, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +183,16 @@ def store_problem(path: str | Path) -> str | None:
 class Store:
     """The daemon's state on disk. ``path`` may be ``":memory:"`` for tests."""
 
+    ERRORS = STORE_ERRORS  # for the stages the store is injected into (they do not import it)
+
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # told about every write that fails (disk full, read-only, damaged) and every commit that succeeds,
+        # so the daemon can say "the store is failing" once per episode and when it is over
+        self.on_write_error: Callable[[BaseException], None] | None = None
+        self.on_write_ok: Callable[[], None] | None = None
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -212,11 +223,23 @@ class Store:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def _tx(self) -> _Tx:
-        return _Tx(self._db)
+        return _Tx(self)
 
     def batch(self) -> _Tx:
         """``with store.batch(): ...``: many writes, one transaction (one fsync)."""
-        return _Tx(self._db)
+        return _Tx(self)
+
+    def probe_write(self) -> None:
+        """Write (and delete) one page of data: raises while the disk is full or the store read-only."""
+        with self._tx():
+            self._db.execute("CREATE TABLE IF NOT EXISTS write_probe (data BLOB)")
+            self._db.execute("INSERT INTO write_probe VALUES (randomblob(8192))")
+            self._db.execute("DELETE FROM write_probe")
+
+    def report_error(self, exc: BaseException) -> None:
+        """A write failed (also one whose error a caller chose to survive): tell ``on_write_error``."""
+        if self.on_write_error is not None:
+            self.on_write_error(exc)
 
     # -- outcomes ---------------------------------------------------------------------------------
     def add_outcomes(self, items: Iterable[tuple[CallOutcome, Classification | None]]) -> int:
@@ -263,9 +286,13 @@ class Store:
             item["redress"] = json.loads(item["redress"]) if item["redress"] else None
             yield item
 
-    def prune_outcomes(self, before: float) -> int:
+    def prune_outcomes(self, before: float, limit: int | None = None) -> int:
+        """Delete outcomes older than ``before`` (at most ``limit``, oldest first); returns how many."""
         with self._tx():
-            return self._db.execute("DELETE FROM outcomes WHERE at < ?", (before,)).rowcount
+            if limit is None:
+                return self._db.execute("DELETE FROM outcomes WHERE at < ?", (before,)).rowcount
+            return self._db.execute("DELETE FROM outcomes WHERE rowid IN (SELECT rowid FROM outcomes WHERE at < ? "
+                                    "ORDER BY at LIMIT ?)", (before, limit)).rowcount
 
     def count_outcomes(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM outcomes").fetchone()[0])
@@ -442,24 +469,45 @@ class Store:
 
 
 class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection; re-entrant."""
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection; re-entrant. The
+    outermost one tells the store's ``on_write_error`` / ``on_write_ok`` how it ended."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._db = store._db
         self._outer = False
+        self._changes = 0
 
     def __enter__(self) -> None:
         if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except STORE_ERRORS as exc:
+                self._store.report_error(exc)
+                raise
             self._outer = True
+            self._changes = self._db.total_changes
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if not self._outer:
             return
         if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("COMMIT")
+            except STORE_ERRORS as error:
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                self._store.report_error(error)
+                raise
+            if self._store.on_write_ok is not None and self._db.total_changes > self._changes:
+                self._store.on_write_ok()  # a commit that wrote something: the store takes writes
+            return
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (SQLITE_FULL)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        if isinstance(exc, STORE_ERRORS):
+            self._store.report_error(exc)
 
 
 def _outcome_row(outcome: CallOutcome, cls: Classification | None) -> tuple[Any, ...]:

@@ -174,6 +174,29 @@ async def test_shutdown_stream_frames_after_the_notice_are_read() -> None:
     assert health.parse_errors == 0
 
 
+async def test_a_slow_consumer_holds_the_reader_back_and_nothing_is_lost(stream) -> None:
+    """Backpressure: a full hand-off makes the reader wait (FreeSWITCH queues meanwhile) instead of
+    dropping; the waiting is our slowness, so the link is never judged hung."""
+    frames, ids = stream
+    hangups = 60 * len(ids)
+    sessions = [EslSession(repeat=60, fresh_uuids=True)]
+
+    def slow_sink(outcome: CallOutcome) -> None:
+        time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
+
+    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
+        config = fast_config(server, max_pending=20, probe_timeout_s=0.3)
+        async with running(config, sink=slow_sink) as (connector, _received):
+            await wait_until(lambda: connector.health().outcomes == hangups, timeout=40)
+            await wait_until(lambda: connector.health().extra["pending"] == 0, timeout=20)
+            health = connector.health()
+    assert health.dropped == 0
+    assert health.extra["held_back"] > 0
+    assert health.extra["delivered"] == hangups
+    assert health.extra["pending_high_water"] <= 20
+    assert health.connects == 1 and health.extra["probe_timeouts"] == 0  # never judged hung
+
+
 async def test_slow_consumer_drops_are_counted_and_memory_is_bounded(stream) -> None:
     frames, ids = stream
     hangups = 150 * len(ids)
@@ -183,7 +206,7 @@ async def test_slow_consumer_drops_are_counted_and_memory_is_bounded(stream) -> 
         time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
 
     with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
-        config = fast_config(server, max_pending=20)
+        config = fast_config(server, max_pending=20, handoff_wait_s=0.0)  # no holding back: drop at once
         async with running(config, sink=slow_sink) as (connector, _received):
             await wait_until(lambda: connector.health().outcomes == hangups, timeout=20)
             await wait_until(lambda: connector.health().extra["pending"] == 0, timeout=20)

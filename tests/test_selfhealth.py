@@ -65,3 +65,36 @@ def test_health_clears_the_error_on_recovery_but_keeps_when():
     assert h.last_error == "no Pong within 3 s" and h.last_error_at == T0
     h.set_state(LinkState.CONNECTED, T0 + 4)
     assert h.last_error is None and h.last_error_at == T0
+
+
+def test_dropped_outcomes_page_once_and_resolve_after_a_quiet_spell():
+    from blockradar.alerting.selfhealth import DROPS_QUIET_S
+
+    sent: list[Notification] = []
+    watcher = SelfHealth(link_down_after=60, auth_failing_after=0, emit=sent.append)
+    link = health(LinkState.CONNECTED)
+    watcher.observe([link], T0)
+    assert sent == []
+    for k in range(1, 30):  # a flood: drops go on for half a minute
+        link.dropped = 100 * k
+        watcher.observe([link], T0 + k)
+    (firing,) = sent
+    assert firing.title() == "CRITICAL calls dropped: blockradar cannot keep up: pbx1"
+    assert "dropped 100 call outcome(s)" in firing.alerts[0]["detail"]
+    watcher.observe([link], T0 + 29 + DROPS_QUIET_S - 1)
+    assert len(sent) == 1  # quiet, but not for long enough yet
+    watcher.observe([link], T0 + 29 + DROPS_QUIET_S)
+    assert [n.status for n in sent] == ["firing", "resolved"]
+    assert "no call dropped for 5m" in sent[1].alerts[0]["detail"]
+
+
+def test_a_store_that_cannot_be_written_pages_once_and_resolves_on_the_first_good_write():
+    sent: list[Notification] = []
+    watcher = SelfHealth(link_down_after=60, auth_failing_after=0, emit=sent.append)
+    for k in range(5):
+        watcher.store_failing("/var/lib/blockradar/state.db", "database or disk is full", T0 + k)
+    watcher.store_ok("/var/lib/blockradar/state.db", T0 + 70)
+    labels = {"alertname": "store-failing", "store": "/var/lib/blockradar/state.db"}
+    assert [(n.alerts[0]["labels"], n.status) for n in sent] == [(labels, "firing"), (labels, "resolved")]
+    assert sent[0].title() == "CRITICAL blockradar cannot write its store: /var/lib/blockradar/state.db"
+    assert "after 1m10s" in sent[1].alerts[0]["detail"]

@@ -37,7 +37,11 @@ are always up and alive.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -85,6 +89,9 @@ class AlertingConfig(BaseModel):
     repeat_interval: float = 4 * 3600.0
     send_resolved: bool = True
     samples: int = Field(default=5, ge=0, le=20)  # sample calls per alert
+    # alerts listed in one notification (new first, then resolved, then still firing; most calls first);
+    # the rest are counted in it (``Notification.unlisted``) and listed by ``blockradar report``
+    max_alerts_listed: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("group_wait", "group_interval", "repeat_interval", mode="before")
     @classmethod
@@ -118,6 +125,7 @@ class Alert:
         "calls_since_fire",
         "clear_since",
         "connectors",
+        "due_at",
         "evaluated_at",
         "final",
         "fingerprint",
@@ -158,6 +166,7 @@ class Alert:
         self.calls_since_fire = 0  # outcomes counted for its key since it fired (the pipeline counts them)
         self.connectors: set[str] = set()  # the PBX links its matching calls came through
         self.last_seen: float | None = None  # the newest matching call ever shown
+        self.due_at = float("inf")  # when ``Pipeline.tick`` must look at it again (``AlertLifecycle.schedule``)
 
 
 class AlertGroup:
@@ -211,6 +220,13 @@ class AlertLifecycle:
         # something moved or removed a timer, so next_due() is O(1) per outcome in the daemon's sink
         self._next_due: float | None = None
         self._next_due_stale = False
+        # when each live alert must be judged again without a new call (``Pipeline.tick`` pops them): a
+        # heap of (due, seq, alert), stale entries skipped; ``_sweep``: every live alert, once (a link came
+        # back, a restore), in slices
+        self._due: list[tuple[float, int, Alert]] = []
+        self._seq = itertools.count()
+        self._sweep: deque[Alert] = deque()
+        self.sweep_requested = False
         if store is not None:
             self.reload_silences(now=0.0)
 
@@ -224,6 +240,7 @@ class AlertLifecycle:
         alert.matching, alert.attempts = matching, attempts
         th.active[key] = alert
         self.pending_or_firing += 1
+        self.schedule(alert, t)
         restored = self._restored.pop(fp, None)
         if restored is not None:
             self._adopt(alert, restored, t)
@@ -246,6 +263,7 @@ class AlertLifecycle:
             elif t - alert.started_at >= th.for_s:
                 self._take_context(alert, th)
                 self._fire(alert, t)
+                self.schedule(alert, t)
             return
         if alert.state != FIRING:
             return
@@ -254,6 +272,7 @@ class AlertLifecycle:
             return
         if alert.clear_since is None:
             alert.clear_since = t
+            self.schedule(alert, t)  # its clear timer now runs: ``Pipeline.tick`` works out when it may end
         if self._may_resolve(alert, th, t, matching):
             self._resolve(alert, t)
 
@@ -387,6 +406,7 @@ class AlertLifecycle:
         elif not link.up:
             link.up, link.since = True, at
             link.alive_at = max(link.alive_at, at)
+            self.sweep_requested = True  # alerts held on it may now clear
         self.down_connectors.discard(name)
 
     def link_alive(self, name: str, at: float) -> None:
@@ -437,28 +457,76 @@ class AlertLifecycle:
                 return False
         return True
 
+    # -- when to look again ------------------------------------------------------------------------
+    def schedule(self, alert: Alert, at: float) -> None:
+        """Judge ``alert`` again at ``at`` (event time), whatever was planned before."""
+        alert.due_at = at
+        heapq.heappush(self._due, (at, next(self._seq), alert))
+
+    def request_sweep(self) -> None:
+        """Judge every live alert at the next tick (a link came back, alerts were restored)."""
+        self.sweep_requested = True
+
+    def _live(self, alert: Alert) -> bool:
+        th = alert.threshold
+        return th is not None and th.active.get(alert.key) is alert
+
+    def pop_due(self, now: float) -> Alert | None:
+        """The next live alert to judge at ``now``: swept ones first, then due ones; None when none is."""
+        sweep = self._sweep
+        while sweep:
+            alert = sweep.popleft()
+            if self._live(alert):
+                return alert
+        due = self._due
+        while due and due[0][0] <= now:
+            at, _, alert = heapq.heappop(due)
+            if at == alert.due_at and self._live(alert):
+                alert.due_at = float("inf")
+                return alert
+        return None
+
+    def start_sweep(self, alerts: Iterable[Alert]) -> None:
+        self.sweep_requested = False
+        self._sweep.extend(alerts)
+
+    def due_pending(self, now: float) -> bool:
+        """Alerts are waiting to be judged at ``now`` (a tick cut short by its time budget)."""
+        return bool(self._sweep) or self.sweep_requested or bool(self._due and self._due[0][0] <= now)
+
     # -- timers ----------------------------------------------------------------------------------
-    def tick(self, now: float) -> list[Notification]:
-        """Flush every group whose timer is due at ``now``; returns what was emitted."""
+    def tick(self, now: float, deadline: float | None = None) -> list[Notification]:
+        """Flush every group whose timer is due at ``now``; returns what was emitted. With a ``deadline``
+        (``time.perf_counter()``), stop after the flush that passes it; ``groups_due(now)`` then says
+        more are waiting (the daemon goes on at once, in another slice of the event loop)."""
         sent: list[Notification] = []
         if self.store is None:
-            for group in list(self.groups.values()):
-                if group.next_flush <= now:
-                    notification = self._flush(group, now)
-                    if notification is not None:
-                        sent.append(notification)
-            self._next_due_stale = True
+            self._flush_due_groups(now, deadline, sent)
             return sent
-        with self.store.batch():
-            self.flush_state()
-            for group in list(self.groups.values()):
-                if group.next_flush <= now:
-                    notification = self._flush(group, now)
-                    if notification is not None:
-                        sent.append(notification)
-            self.flush_state()
-        self._next_due_stale = True
+        flushed = False
+        try:
+            with self.store.batch():
+                self.flush_state()
+                flushed = True
+                self._flush_due_groups(now, deadline, sent)
+                self.flush_state()
+        except self.store.ERRORS:  # reported by the store: the notifications go out all the same
+            if not flushed:
+                self._flush_due_groups(now, deadline, sent)
         return sent
+
+    def _flush_due_groups(self, now: float, deadline: float | None, sent: list[Notification]) -> None:
+        for group in [g for g in self.groups.values() if g.next_flush <= now]:
+            notification = self._flush(group, now)
+            if notification is not None:
+                sent.append(notification)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+        self._next_due_stale = True
+
+    def groups_due(self, now: float) -> bool:
+        due = self.next_due()
+        return due is not None and due <= now
 
     def _flush(self, group: AlertGroup, now: float) -> Notification | None:
         cfg = self.config
@@ -482,13 +550,17 @@ class AlertLifecycle:
         )
         notification: Notification | None = None
         if due:
+            unlisted: dict[str, int] = {}
+            listed_firing, listed_resolved = firing, resolved
+            if len(firing) + len(resolved) > cfg.max_alerts_listed:
+                listed_firing, listed_resolved, unlisted = _listed(firing, resolved, cfg.max_alerts_listed)
             alerts: list[AlertDict] = []
-            for alert in firing:
+            for alert in listed_firing:
                 snap = self.snapshot(alert)
                 snap["change"] = FIRING if alert.notified else NEW
                 snap["held"] = alert.fingerprint in held
                 alerts.append(snap)
-            for alert in resolved:
+            for alert in listed_resolved:
                 snap = AlertDict(**(alert.final or self.snapshot(alert)))  # type: ignore[typeddict-item]
                 snap["change"] = RESOLVED
                 alerts.append(snap)
@@ -498,6 +570,7 @@ class AlertLifecycle:
                 status=FIRING if firing else RESOLVED,
                 alerts=alerts,
                 created_at=now,
+                unlisted=unlisted,
             )
             for alert in firing:
                 if not alert.notified:
@@ -511,17 +584,24 @@ class AlertLifecycle:
                 del group.alerts[fp]
                 if self.store is not None:
                     self._dirty.pop(fp, None)
-                    self.store.delete_alert_state(fp)
+                    self._persist(self.store.delete_alert_state, fp)
         group.next_flush = now + cfg.group_interval
         self._next_due_stale = True
         if not group.alerts:
             del self.groups[group.key]
             if self.store is not None:
-                self.store.delete_group(group.key)
+                self._persist(self.store.delete_group, group.key)
         elif self.store is not None and notification is not None:
-            self.store.save_group(group.key, group.labels, group.last_sent_at,
-                                  sorted(a.fingerprint for a in firing), [])
+            self._persist(self.store.save_group, group.key, group.labels, group.last_sent_at,
+                          sorted(a.fingerprint for a in firing), [])
         return notification
+
+    def _persist(self, write: Callable[..., Any], *args: Any) -> None:
+        """A store write the alerts do not depend on now: a failing disk must not stop notifications."""
+        try:
+            write(*args)
+        except self.store.ERRORS as exc:  # type: ignore[union-attr]
+            self.store.report_error(exc)  # type: ignore[union-attr]
 
     def next_due(self) -> float | None:
         """When the next group timer is due (for a daemon that sleeps until then)."""
@@ -621,6 +701,15 @@ class AlertLifecycle:
         if self.store is None or not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
+        try:
+            self._write_states(dirty)
+        except self.store.ERRORS as exc:  # the disk is full or read-only: kept for the next flush (reported)
+            for fp, entry in dirty.items():
+                self._dirty.setdefault(fp, entry)
+            self.store.report_error(exc)
+
+    def _write_states(self, dirty: dict[str, tuple[Alert, AlertDict | None]]) -> None:
+        assert self.store is not None
         with self.store.batch():
             for fp, (alert, snap) in dirty.items():
                 self.store.save_alert_state(
@@ -697,6 +786,21 @@ class AlertLifecycle:
         group = self._group_for(alert, now)
         group.alerts.setdefault(fp, alert)
         self._save(alert, alert.final)
+
+
+def _listed(firing: list[Alert], resolved: list[Alert], limit: int) -> tuple[list[Alert], list[Alert], dict[str, int]]:
+    """The ``limit`` alerts a notification lists (new ones first, then resolves, then those still firing; most
+    matching calls first), each list in its group order, and how many of each change are left out."""
+    rank = {id(a): (0 if not a.notified else 2, -a.matching) for a in firing}
+    rank.update({id(a): (1, -a.matching) for a in resolved})
+    chosen = {id(a) for a in heapq.nsmallest(limit, [*firing, *resolved], key=lambda a: rank[id(a)])}
+    unlisted = {NEW: 0, FIRING: 0, RESOLVED: 0}
+    for alert in firing:
+        if id(alert) not in chosen:
+            unlisted[FIRING if alert.notified else NEW] += 1
+    unlisted[RESOLVED] = sum(1 for a in resolved if id(a) not in chosen)
+    return ([a for a in firing if id(a) in chosen], [a for a in resolved if id(a) in chosen],
+            {change: n for change, n in unlisted.items() if n})
 
 
 def _epoch(text: Any) -> float | None:

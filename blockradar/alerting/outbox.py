@@ -28,6 +28,7 @@ minute, and its recovery is logged with how long it failed and how many attempts
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -39,12 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
 from blockradar.clock import Clock, SystemClock
 from blockradar.durations import format_duration, parse_duration
-from blockradar.store import OutboxRow, Store
+from blockradar.store import STORE_ERRORS, OutboxRow, Store
 
 log = logging.getLogger(__name__)
 
 
 SUMMARY_EVERY_S = 60.0
+MEMORY_QUEUE = 1000  # notifications held in memory while the store cannot be written
+MEMORY_TRIES = 3  # sends per notifier of a notification held in memory
 SUPERSEDED = "superseded"
 
 
@@ -72,7 +75,8 @@ class _Endpoint:
     endpoint's, not a row's: superseding the waiting row must not lift a Retry-After), and how its
     current failure streak goes (the backoff grows with the streak, whichever row is at the head)."""
 
-    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "resume_at", "summarised_at")
+    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "next_send", "resume_at", "sent_unmarked",
+                 "summarised_at")
 
     def __init__(self) -> None:
         self.in_flight: int | None = None  # the row id being sent
@@ -81,6 +85,8 @@ class _Endpoint:
         self.attempts = 0  # failed attempts in the current streak
         self.last_error = ""
         self.summarised_at = 0.0
+        self.next_send = 0.0  # the notifier's rate limit
+        self.sent_unmarked: int | None = None  # a row sent whose "sent" mark the store refused
 
 
 def merge_into(newer: Notification, older: Notification) -> Notification | None:
@@ -101,7 +107,8 @@ def merge_into(newer: Notification, older: Notification) -> Notification | None:
             alerts.append(alert)  # a resolve the receiver has not heard yet
     status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
     return Notification(group_key=newer.group_key, group_labels=dict(newer.group_labels), status=status,
-                        alerts=alerts, created_at=newer.created_at, id=newer.id, test=newer.test)
+                        alerts=alerts, created_at=newer.created_at, id=newer.id, test=newer.test,
+                        unlisted=dict(newer.unlisted))
 
 
 class Outbox:
@@ -135,10 +142,27 @@ class Outbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        # notifications the store could not take (disk full, read-only): sent straight from memory
+        self._memory: collections.deque[Notification] = collections.deque(maxlen=MEMORY_QUEUE)
+        self._memory_event: asyncio.Event | None = None
+        self.memory_sent = 0
+        self.memory_lost = 0  # fell off the bounded memory queue, or every try failed
 
     # -- producing -----------------------------------------------------------------------------------
     def enqueue(self, notification: Notification) -> list[int]:
-        """Commit one row per notifier; returns the row ids. Durable when this returns."""
+        """Commit one row per notifier; returns the row ids. Durable when this returns. When the store
+        cannot be written, the notification is sent from memory instead (best effort; no row ids)."""
+        try:
+            return self._enqueue(notification)
+        except STORE_ERRORS:  # reported by the store; the daemon says it once per episode
+            if len(self._memory) == self._memory.maxlen:
+                self.memory_lost += 1
+            self._memory.append(notification)
+            if self._memory_event is not None and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._memory_event.set)
+            return []
+
+    def _enqueue(self, notification: Notification) -> list[int]:
         now = self.clock.now()
         payload = notification.to_json()
         ids: list[int] = []
@@ -197,6 +221,10 @@ class Outbox:
         for notifier in self.notifiers:
             self._events[notifier.name] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._worker(notifier), name=f"outbox:{notifier.name}"))
+        self._memory_event = asyncio.Event()
+        if self._memory:
+            self._memory_event.set()
+        self._tasks.append(asyncio.create_task(self._memory_worker(), name="outbox:memory"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -233,26 +261,37 @@ class Outbox:
         loop = asyncio.get_running_loop()
         rate = getattr(notifier, "rate_per_s", None)
         gap = 1.0 / rate if rate else 0.0
-        next_send = 0.0
         while not self._stopping:
-            now = self.clock.now()
-            row = self.store.outbox_head(name)
-            due = None if row is None else max(row.next_attempt_at, endpoint.resume_at)
-            if due is None or due > now:  # nothing queued, or the endpoint is paused
-                wait = self.config.poll_interval if due is None else min(self.config.poll_interval, due - now)
-                event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=max(wait, 0.001))
-                continue
-            pause = next_send - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            next_send = loop.time() + gap
-            endpoint.in_flight = row.id
             try:
-                await self._attempt(notifier, row)
-            finally:
-                endpoint.in_flight = None
+                await self._step(notifier, event, endpoint, loop, gap)
+            except STORE_ERRORS as exc:  # reported by the store; look again after a poll interval
+                self.store.report_error(exc)
+                await asyncio.sleep(self.config.poll_interval)
+
+    async def _step(self, notifier: Notifier, event: asyncio.Event, endpoint: _Endpoint,
+                    loop: asyncio.AbstractEventLoop, gap: float) -> None:
+        name = notifier.name
+        if endpoint.sent_unmarked is not None:  # sent, but the store could not record it: record it first
+            self.store.outbox_mark_sent(endpoint.sent_unmarked, self.clock.now())
+            endpoint.sent_unmarked = None
+        now = self.clock.now()
+        row = self.store.outbox_head(name)
+        due = None if row is None else max(row.next_attempt_at, endpoint.resume_at)
+        if due is None or due > now:  # nothing queued, or the endpoint is paused
+            wait = self.config.poll_interval if due is None else min(self.config.poll_interval, due - now)
+            event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=max(wait, 0.001))
+            return
+        pause = endpoint.next_send - loop.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        endpoint.next_send = loop.time() + gap
+        endpoint.in_flight = row.id
+        try:
+            await self._attempt(notifier, row)
+        finally:
+            endpoint.in_flight = None
 
     async def _attempt(self, notifier: Notifier, row: OutboxRow) -> None:
         name = notifier.name
@@ -285,9 +324,44 @@ class Outbox:
         except Exception as exc:  # a notifier bug must not kill its worker
             self._retry(row, f"unexpected {type(exc).__name__}", None)
         else:
-            self.store.outbox_mark_sent(row.id, self.clock.now())
             self._count(name, "sent")
             self._recovered(name)
+            self._endpoints[name].sent_unmarked = row.id  # until the store has it: never sent twice
+            self.store.outbox_mark_sent(row.id, self.clock.now())
+            self._endpoints[name].sent_unmarked = None
+
+    async def _memory_worker(self) -> None:
+        """Send what the store could not take, straight from memory: each notifier up to
+        ``MEMORY_TRIES`` times with a growing pause, in order. Not durable (the store is failing)."""
+        assert self._memory_event is not None
+        while not self._stopping:
+            await self._memory_event.wait()
+            self._memory_event.clear()
+            while self._memory:
+                notification = self._memory.popleft()
+                delivered = False
+                for notifier in self.notifiers:
+                    for attempt in range(MEMORY_TRIES):
+                        try:
+                            await asyncio.wait_for(notifier.send(notification), timeout=self.config.send_timeout)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as exc:
+                            error = str(exc) if isinstance(exc, NotifyError) else type(exc).__name__
+                            log.warning("outbox: %s: sending from memory failed (%s); try %d of %d", notifier.name,
+                                        error, attempt + 1, MEMORY_TRIES)
+                            if isinstance(exc, NotifyError) and not exc.retry:
+                                break
+                            pause = min(self.config.backoff_max, self.config.backoff_initial * 2 ** attempt)
+                            await asyncio.sleep(pause)
+                        else:
+                            self._count(notifier.name, "sent")
+                            delivered = True
+                            break
+                if delivered:
+                    self.memory_sent += 1
+                else:
+                    self.memory_lost += 1
 
     def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         """Pause the endpoint: its head row is tried again after the peer's wish or our backoff."""
@@ -298,8 +372,8 @@ class Outbox:
             full = min(self.config.backoff_max, self.config.backoff_initial * (2 ** min(endpoint.attempts, 30)))
             delay = full / 2 + self.rng.uniform(0, full / 2)
         now = self.clock.now()
+        endpoint.resume_at = now + delay  # first: a store that cannot record the retry must not undo the pause
         self.store.outbox_retry(row.id, now + delay, error)
-        endpoint.resume_at = now + delay
         self._count(row.notifier, "retried")
         endpoint.attempts += 1
         endpoint.last_error = error

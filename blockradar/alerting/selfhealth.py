@@ -1,13 +1,19 @@
 """Self-alerts: the daemon pages about itself through the same outbox and notifiers.
 
-Three conditions, each firing once and resolving once, like any alert:
+Five conditions, each firing once and resolving once, like any alert:
 
 * ``pbx-link-down``: a connector has not been connected for ``link_down_after``;
 * ``pbx-auth-failing``: a connector's credentials are rejected (wrong secret, ACL) for
   ``auth_failing_after``. One page per cause: while a connector's login is refused, its link-down
   page is held (it neither fires nor resolves), so a wrong password pages once;
 * ``config-reload-failed``: a SIGHUP reload found a bad rule or config file (the old rules keep
-  running) until a later reload succeeds.
+  running) until a later reload succeeds;
+* ``outcomes-dropped``: a connector dropped call outcomes at its full hand-off to the pipeline (a flood
+  the daemon could not keep up with, even after holding the PBX back); resolves after ``DROPS_QUIET_S``
+  without a new drop;
+* ``store-failing``: the store cannot be written (disk full, read-only, damaged); resolves with the
+  first write that succeeds. The daemon delivers this one straight from memory (the outbox lives in
+  the store it cannot write).
 
 It also tells the alert lifecycle when a connector goes down or comes back, so alerts built on that
 connector's data are held (neither resolved nor repeated) while it is blind.
@@ -34,7 +40,18 @@ WHAT_TO_DO = {
                         "once; meanwhile it retries every auth_backoff. Blocks are not being watched.",
     "config-reload-failed": "Fix the file named in the log and reload again (SIGHUP); the previous rules and "
                             "thresholds keep running until then.",
+    "outcomes-dropped": "blockradar dropped calls it could not process in time (see blockradar_dropped_events "
+                        "and blockradar_loop_lag_seconds in /metrics): give it more CPU, or narrow what the PBX "
+                        "sends (ESL filters, AMI read= classes). Alerts may miss the dropped calls meanwhile.",
+    "store-failing": "blockradar cannot write its store (disk full, read-only file system or a damaged file): free "
+                     "space or fix the mount. Meanwhile alerts are judged in memory but neither kept nor "
+                     "sent through the durable outbox; they are written and sent once a write succeeds.",
 }
+
+DROPS_QUIET_S = 300.0  # outcomes-dropped resolves after this long without a new drop
+
+
+_SUBJECT = {"config-reload-failed": "config", "store-failing": "store"}  # else a connector
 
 
 @dataclass(slots=True)
@@ -55,6 +72,7 @@ class SelfHealth:
         self._on_up = on_up
         self._conditions: dict[tuple[str, str], _Condition] = {}
         self._connected: dict[str, bool] = {}
+        self._dropped: dict[str, tuple[int, float]] = {}  # connector -> (drops seen, when the last one was seen)
 
     def active(self) -> list[dict[str, str]]:
         return [{"alert": kind, "subject": subject, "detail": c.detail}
@@ -76,6 +94,24 @@ class SelfHealth:
                         detail)
             self._judge("pbx-link-down", health.name, not connected, self.link_down_after, now, detail,
                         held=refused)
+            self._judge_drops(health, now)
+
+    def _judge_drops(self, health: ConnectorHealth, now: float) -> None:
+        seen, last_at = self._dropped.get(health.name, (0, float("-inf")))
+        if health.dropped > seen:
+            self._dropped[health.name] = (health.dropped, now)
+            last_at = now
+        elif health.dropped < seen:  # a new connector object (reload): counts start again
+            self._dropped[health.name] = (health.dropped, last_at)
+        detail = (f"{health.pbx} connector {health.name} dropped {health.dropped} call outcome(s) it could not "
+                  f"hand to the pipeline in time")
+        self._judge("outcomes-dropped", health.name, now - last_at < DROPS_QUIET_S, 0.0, now, detail)
+
+    def store_failing(self, store: str, error: str, now: float) -> None:
+        self._judge("store-failing", store, True, 0.0, now, error)
+
+    def store_ok(self, store: str, now: float) -> None:
+        self._judge("store-failing", store, False, 0.0, now, "")
 
     def reload_failed(self, error: str, now: float) -> None:
         self._judge("config-reload-failed", "config", True, 0.0, now, error)
@@ -106,12 +142,15 @@ class SelfHealth:
 
     @staticmethod
     def _notification(kind: str, subject: str, state: str, condition: _Condition, now: float) -> Notification:
-        scope = {"connector": subject} if kind != "config-reload-failed" else {"config": subject}
+        scope = {_SUBJECT.get(kind, "connector"): subject}
         resolved = state == "resolved"
         if resolved:
             lasted = format_duration(round(now - (condition.since or now)))
-            detail = (f"{subject}: fixed after {lasted}" if kind == "config-reload-failed"
-                      else f"connector {subject} is connected again, after {lasted}")
+            detail = {
+                "config-reload-failed": f"{subject}: fixed after {lasted}",
+                "outcomes-dropped": f"connector {subject}: no call dropped for {format_duration(DROPS_QUIET_S)}",
+                "store-failing": f"the store is written again, after {lasted}",
+            }.get(kind, f"connector {subject} is connected again, after {lasted}")
         else:
             detail = condition.detail
         alert: AlertDict = {
@@ -120,7 +159,7 @@ class SelfHealth:
             "kind": "self",
             "description": detail,
             "detail": detail,
-            "severity": "critical" if kind != "config-reload-failed" else "warning",
+            "severity": "warning" if kind == "config-reload-failed" else "critical",
             "state": state,
             "change": state if resolved else "new",
             "labels": {"alertname": kind, **scope},

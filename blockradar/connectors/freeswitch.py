@@ -30,7 +30,9 @@ Owns the transport (shared/reference/panoramisk-greenswitch-study.md §3, §5): 
   ``last_error`` (never the password) and ``auth_backoff_s`` before the next try (or at once on
   ``retry_now()``, which the daemon calls on SIGHUP).
 * Outcomes cross to the asyncio loop in batches: a bounded deque plus one
-  ``loop.call_soon_threadsafe`` per batch. A full deque drops and counts; the reader never blocks.
+  ``loop.call_soon_threadsafe`` per batch, delivered in slices so a burst never holds the loop long.
+  A full deque holds the reader (up to ``handoff_wait_s``; FreeSWITCH queues meanwhile: backpressure),
+  then drops and counts (``dropped``, ``blockradar_dropped_events``, the ``outcomes-dropped`` self-alert).
 * ``close()`` stops the thread and joins it (a live gevent thread at interpreter exit segfaulted
   Python 3.11), then delivers what was still pending.
 
@@ -117,7 +119,9 @@ class FreeswitchConfig:
     connect_timeout_s: float = 5.0  # TCP connect + auth/request + auth reply
     command_timeout_s: float = 5.0  # any command reply
     stop_timeout_s: float = 5.0  # how long close() waits for the link thread
-    max_pending: int = 10_000  # outcomes waiting for the asyncio loop; more are dropped and counted
+    max_pending: int = 10_000  # outcomes waiting for the asyncio loop
+    # a full hand-off holds the reader this long (FreeSWITCH queues the events meanwhile), then drops, counted
+    handoff_wait_s: float = 10.0
     clock_skew_tolerance_s: float = 5.0
     region: str = "US"  # numbers.default_region: caller/callee numbers to E.164
     dedup_size: int = DEFAULT_DEDUP_SIZE
@@ -333,10 +337,17 @@ class HardenedInboundESL(InboundESL):
                 sock.close()
 
 
-class OutcomeHandoff:
-    """Outcomes from the link thread to the asyncio loop: bounded, batched, never blocking.
+_HANDOFF_POLL_S = 0.005  # how often a held-back reader looks for room
 
-    ``put`` runs in the link thread; ``deliver(batch)`` runs in the loop thread, once per batch.
+
+class OutcomeHandoff:
+    """Outcomes from the link thread to the asyncio loop: bounded, batched, delivered in slices.
+
+    ``put`` runs in the link thread; ``drain`` runs in the loop thread and delivers at most
+    ``slice_size`` outcomes per call, scheduling itself again while more wait, so a burst of ten
+    thousand hangups never holds the loop for more than one slice. When the buffer is full, ``put``
+    holds the link thread's reader (``wait_s`` at most, with the given ``sleep``: FreeSWITCH queues
+    the events meanwhile) and only then drops, counted in ``dropped``.
     """
 
     def __init__(
@@ -344,26 +355,41 @@ class OutcomeHandoff:
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[list[CallOutcome]], None],
         max_pending: int,
+        slice_size: int = 128,
     ) -> None:
         self._loop = loop
         self._deliver = deliver
         self._max = max_pending
+        self._slice = slice_size
         self._pending: collections.deque[CallOutcome] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
         self.dropped = 0
+        self.held_back = 0  # times the reader waited for room
         self.high_water = 0
 
-    def put(self, outcome: CallOutcome) -> bool:
-        with self._lock:
-            if len(self._pending) >= self._max:
-                self.dropped += 1
-                return False
-            self._pending.append(outcome)
-            self.high_water = max(self.high_water, len(self._pending))
-            if self._scheduled:
-                return True
-            self._scheduled = True
+    def put(self, outcome: CallOutcome, *, wait_s: float = 0.0, sleep: Callable[[float], Any] = time.sleep,
+            waiting: Callable[[], None] | None = None) -> bool:
+        deadline: float | None = None
+        while True:
+            with self._lock:
+                if len(self._pending) < self._max:
+                    self._pending.append(outcome)
+                    self.high_water = max(self.high_water, len(self._pending))
+                    if self._scheduled:
+                        return True
+                    self._scheduled = True
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + wait_s
+                    self.held_back += 1
+                if now >= deadline:
+                    self.dropped += 1
+                    return False
+            if waiting is not None:
+                waiting()
+            sleep(_HANDOFF_POLL_S)
         try:
             self._loop.call_soon_threadsafe(self.drain)
         except RuntimeError:  # the loop is closed: close() will flush what is left
@@ -372,9 +398,21 @@ class OutcomeHandoff:
         return True
 
     def drain(self) -> None:
-        """Deliver everything pending (loop thread)."""
+        """Deliver one slice (loop thread); while more wait, the next slice is scheduled after what the
+        loop has waiting."""
         with self._lock:
-            self._scheduled = False
+            pending = self._pending
+            batch = [pending.popleft() for _ in range(min(len(pending), self._slice))]
+            more = bool(pending)
+            self._scheduled = more
+        if batch:
+            self._deliver(batch)
+        if more:
+            self._loop.call_soon(self.drain)
+
+    def drain_all(self) -> None:
+        """Deliver everything pending at once (``close()``, once the link thread has stopped)."""
+        with self._lock:
             batch = list(self._pending)
             self._pending.clear()
         if batch:
@@ -445,7 +483,7 @@ class FreeswitchConnector:
             if thread.is_alive():
                 log.error("%s: ESL thread did not stop within %.1f s", self.name, self.config.stop_timeout_s)
         if self._handoff is not None:
-            self._handoff.drain()  # what the reader produced before it stopped is not lost (G3)
+            self._handoff.drain_all()  # what the reader produced before it stopped is not lost (G3)
         self._set_state(LinkState.STOPPED)
 
     def retry_now(self) -> None:
@@ -481,6 +519,7 @@ class FreeswitchConnector:
             sink_errors=self._sink_errors,
             pending=handoff.pending if handoff else 0,
             pending_high_water=handoff.high_water if handoff else 0,
+            held_back=handoff.held_back if handoff else 0,
             thread_alive=bool(self._thread and self._thread.is_alive()),
         )
         return snapshot
@@ -729,6 +768,10 @@ class FreeswitchConnector:
         level = logging.WARNING if self._failures_in_row == 1 or self._failures_in_row % 10 == 0 else logging.DEBUG
         log.log(level, "%s: ESL %s (attempt %d); retry in ~%.1f s", self.name, message, self._failures_in_row, delay)
 
+    def _held_back(self) -> None:
+        """The reader waits for room in the hand-off: the slow side is us, not FreeSWITCH (no hung probe)."""
+        self._last_frame = time.monotonic()
+
     def _on_frame(self, frame: EslFrame) -> None:
         """Every non-reply frame, in the reader greenlet. Never raises, never blocks."""
         try:
@@ -745,7 +788,8 @@ class FreeswitchConnector:
                 log.warning("%s: FreeSWITCH announced SHUTDOWN; the link will drop", self.name)
             outcome = self._normalizer.on_named_frame(frame, name, received_at=now)
             if outcome is not None and self._handoff is not None:
-                self._handoff.put(outcome)
+                self._handoff.put(outcome, wait_s=self.config.handoff_wait_s, sleep=gevent.sleep,
+                                  waiting=self._held_back)
         except Exception as exc:  # the reader must survive; never log the frame (PII)
             self._wire_errors += 1
             log.error("%s: ESL frame handling failed: %s", self.name, type(exc).__name__)

@@ -18,11 +18,12 @@ redress contacts are a bounded list.
 from __future__ import annotations
 
 import operator
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from blockradar.alerting.lifecycle import FIRING, Alert, AlertingConfig, AlertLifecycle
+from blockradar.alerting.lifecycle import FIRING, PENDING, Alert, AlertingConfig, AlertLifecycle
 from blockradar.alerting.notifiers.base import AlertDict, Notification
 from blockradar.classification import Category, Classification
 from blockradar.detect.evidence import EXPIRED, KeyEvidence
@@ -31,6 +32,8 @@ from blockradar.detect.windows import DEFAULT_MAX_KEYS, KeyWindow, WindowSet
 from blockradar.outcome import CallOutcome
 
 EVICT_EVERY = 4096  # outcomes between idle-key sweeps
+EVICT_PER_SLICE = 5000  # idle keys let go per tick slice when the tick has a time budget
+LOOK_AGAIN_S = 1.0  # an alert whose resolve waits on a link's proof of life is looked at this often
 SILENCE_RELOAD_S = 5.0
 
 
@@ -150,6 +153,8 @@ class Pipeline:
             by_group.setdefault((tuple(cfg.scope), cfg.bucket_s), []).append((index, cfg))
         self.groups = [ThresholdGroup(scope, bucket, items, max_keys, late_tolerance_s)
                        for (scope, bucket), items in by_group.items()]
+        self._windows_of = {th.index: g.windows for g in self.groups for th in g.thresholds}
+        self.behind = False  # a budgeted tick left due work for the next slice
         self._plan = [(g.getter, g.multi, g.cols_by_cat, g.filtered_by_cat, g.windows.add, g.touched_by_cat,
                        g.untouched, g.windows.bucket_s, g.windows.n_buckets, g) for g in self.groups]
         self.notifications: deque[Notification] = deque(maxlen=keep_notifications)
@@ -265,26 +270,71 @@ class Pipeline:
         return n
 
     # -- time --------------------------------------------------------------------------------------
-    def tick(self, now: float) -> list[Notification]:
-        """Re-judge live alerts at ``now`` (windows age), then flush due groups. Returns notifications."""
+    def tick(self, now: float, budget_s: float | None = None) -> list[Notification]:
+        """Judge the live alerts that are due at ``now`` (a window aged, a clear or ``for`` timer ran out,
+        a link came back), let idle keys go, then flush due groups. Returns the notifications.
+
+        Incremental: an alert is looked at only when something other than a new call can change its
+        verdict (``_next_look``), so a tick with 10,000 live alerts and nothing due costs nothing per
+        alert. With ``budget_s`` the work stops once that much time is spent and ``behind`` is set:
+        the daemon calls ``tick`` again at once, in another slice of its event loop, so a mass expiry
+        never blocks the loop for long. Without it (replay, tests) everything due is done."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
         lifecycle = self.lifecycle
+        if lifecycle.sweep_requested:
+            lifecycle.start_sweep([alert for group in self.groups for th in group.thresholds
+                                   for alert in th.active.values()])
+        pop_due = lifecycle.pop_due
+        rejudge = self._rejudge
+        n = 0
+        while True:
+            alert = pop_due(now)
+            if alert is None:
+                break
+            rejudge(alert, now)
+            n += 1
+            if deadline is not None and not n % 64 and time.perf_counter() >= deadline:
+                self.behind = True
+                return []
+        limit = None if deadline is None else EVICT_PER_SLICE
+        mark = max(now, self.watermark)
         for group in self.groups:
-            ws = group.windows
-            bucket = int(now // ws.bucket_s)
-            for th in group.thresholds:
-                for key, alert in list(th.active.items()):
-                    kw = ws.get(key) or alert.kw
-                    if kw is None:
-                        continue
-                    ws.advance(kw, bucket)
-                    matching, attempts = th.values(kw.totals)
-                    lifecycle.update(alert, max(now, alert.evaluated_at), matching, attempts,
-                                     th.judge(matching, attempts))
-            ws.evict_idle(max(now, self.watermark))
+            if group.windows.evict_idle(mark, limit) == limit:
+                self.behind = True
+                return []
         if lifecycle.store is not None and now - self._silences_loaded_at >= SILENCE_RELOAD_S:
             self._silences_loaded_at = now
             lifecycle.reload_silences(now)
-        return lifecycle.tick(now)
+        sent = lifecycle.tick(now, deadline)
+        self.behind = lifecycle.groups_due(now)
+        return sent
+
+    def _rejudge(self, alert: Alert, now: float) -> None:
+        th = alert.threshold
+        assert th is not None
+        ws = self._windows_of[th.index]
+        kw = ws.get(alert.key) or alert.kw
+        if kw is None:
+            return
+        ws.advance(kw, int(now // ws.bucket_s))
+        matching, attempts = th.values(kw.totals)
+        lifecycle = self.lifecycle
+        lifecycle.update(alert, max(now, alert.evaluated_at), matching, attempts, th.judge(matching, attempts))
+        if th.active.get(alert.key) is alert:
+            lifecycle.schedule(alert, self._next_look(alert, th, ws.next_change(kw), now))
+
+    def _next_look(self, alert: Alert, th: Threshold, aged_at: float, now: float) -> float:
+        """When ``tick`` must judge a live alert again, calls aside (a call re-judges it on the spot): when
+        ageing next moves its counters, and before that when its ``for`` or clear timer may run out."""
+        if alert.state == PENDING:
+            return min(aged_at, alert.started_at + th.for_s)
+        if alert.clear_since is None:
+            return aged_at  # firing and holding (or held on a link that is down: a link back sweeps)
+        lifecycle = self.lifecycle
+        may_resolve_at = max(alert.clear_since + th.keep_firing_s, lifecycle.links_back_at(alert) + th.window_s)
+        if may_resolve_at <= now:  # waiting for a link to prove alive, or for calls since it fired
+            may_resolve_at = now + LOOK_AGAIN_S
+        return min(aged_at, may_resolve_at)
 
     def next_due(self) -> float | None:
         return self.lifecycle.next_due()
@@ -313,6 +363,7 @@ class Pipeline:
         self.lifecycle.restore()
         n = self.process_many(outcomes)
         self.lifecycle.finish_restore(now, self._reopen)
+        self.lifecycle.request_sweep()  # every alert the rebuild left live is judged at ``now`` once
         self.tick(now)
         return n
 

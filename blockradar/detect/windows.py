@@ -240,16 +240,17 @@ class WindowSet:
                     ring[slot + c] = 0
         kw.head = b
 
-    def evict_idle(self, now: float) -> int:
-        """Drop keys whose newest bucket left the longest window; returns how many.
+    def evict_idle(self, now: float, limit: int | None = None) -> int:
+        """Drop keys whose newest bucket left the longest window (at most ``limit``); returns how many.
 
         Walks from the least recently updated key and stops at the first live one, so the cost
-        is proportional to what is evicted.
+        is proportional to what is evicted; ``limit`` bounds it (a flood of numbers all going idle
+        in the same minute is let go over several ticks).
         """
         horizon = int(now // self.bucket_s) - self.n_buckets
         keys = self._keys
         evicted = 0
-        while keys:
+        while keys and (limit is None or evicted < limit):
             key, kw = next(iter(keys.items()))
             if kw.head > horizon:
                 break
@@ -257,6 +258,24 @@ class WindowSet:
             evicted += 1
         self.idle_evicted += evicted
         return evicted
+
+    def next_change(self, kw: KeyWindow) -> float:
+        """The event time at which ageing alone next changes one of the key's totals (a bucket holding
+        calls leaves a window); ``inf`` when nothing it holds will (all zeros)."""
+        h = kw.head
+        R = self.n_buckets
+        C = self.columns
+        ring = kw.ring
+        if self._single:
+            for s in range(h + 1, h + R + 1):  # bucket s - R leaves when the head reaches s
+                if ring[(s % R) * C]:
+                    return s * self.bucket_s
+            return math.inf
+        for s in range(h + 1, h + R + 1):
+            for length in self._lengths:
+                if s <= h + length and ring[((s - length) % R) * C]:
+                    return s * self.bucket_s
+        return math.inf
 
     def stats(self) -> dict[str, int]:
         return {

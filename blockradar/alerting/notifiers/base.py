@@ -84,6 +84,9 @@ class Notification:
     created_at: float
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     test: bool = False
+    # alerts of the group left out of ``alerts`` (beyond ``alerting.max_alerts_listed``), by change
+    # (new / firing / resolved): a group of thousands of numbers is a message of bounded size
+    unlisted: dict[str, int] = field(default_factory=dict)
 
     @property
     def firing(self) -> list[AlertDict]:
@@ -120,6 +123,7 @@ class Notification:
                 "created_at": iso(self.created_at),
                 "created_ts": self.created_at,
                 "alerts": self.alerts,
+                "unlisted": self.unlisted,
             },
             ensure_ascii=False,
             sort_keys=True,
@@ -139,6 +143,7 @@ class Notification:
             created_at=float(data.get("created_ts") or 0.0),
             id=data["id"],
             test=bool(data.get("test")),
+            unlisted={str(k): int(v) for k, v in (data.get("unlisted") or {}).items()},
         )
 
 

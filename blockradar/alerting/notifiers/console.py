@@ -11,6 +11,7 @@ from typing import ClassVar, Literal, TextIO
 
 from blockradar.alerting.notifiers.base import Notification, NotifierConfig, NotifyError, one_line
 from blockradar.alerting.notifiers.email import _alert_text
+from blockradar.alerting.notifiers.wording import unlisted_line
 
 
 class ConsoleConfig(NotifierConfig):
@@ -38,6 +39,8 @@ class ConsoleNotifier:
         lines = [f"=== {one_line(notification.title(), 300)} ==="]
         for alert in notification.alerts:
             lines += _alert_text(alert)
+        if unlisted_line(notification):
+            lines.append(unlisted_line(notification))
         try:
             stream.write("\n".join(lines) + "\n")
             stream.flush()

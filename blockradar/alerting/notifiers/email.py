@@ -28,7 +28,14 @@ from blockradar.alerting.notifiers.base import (
     SecretValue,
     one_line,
 )
-from blockradar.alerting.notifiers.wording import facts, redress_line, redress_parts, sample_line, state_line
+from blockradar.alerting.notifiers.wording import (
+    facts,
+    redress_line,
+    redress_parts,
+    sample_line,
+    state_line,
+    unlisted_line,
+)
 
 SUBJECT_PREFIX = "[blockradar]"
 _SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
@@ -84,6 +91,8 @@ def render_text(notification: Notification) -> str:
         lines += ["This is a test message from `blockradar notify-test`; nothing is being blocked.", ""]
     for alert in notification.alerts:
         lines += [*_alert_text(alert), ""]
+    if unlisted_line(notification):
+        lines += [unlisted_line(notification), ""]
     lines.append(f"notification id {notification.id}")
     return "\n".join(lines) + "\n"
 
@@ -127,6 +136,8 @@ def render_html(notification: Notification) -> str:
     if notification.test:
         parts.append("<p><b>This is a test message from blockradar notify-test; nothing is being blocked.</b></p>")
     parts += [_alert_html(alert) for alert in notification.alerts]
+    if unlisted_line(notification):
+        parts.append(f"<p><b>{h(unlisted_line(notification))}</b></p>")
     parts.append(f"<p style=\"color:#888\">notification id {h(notification.id)}</p>")
     return "<html><body>" + "".join(parts) + "</body></html>"
 

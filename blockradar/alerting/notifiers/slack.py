@@ -30,7 +30,7 @@ from blockradar.alerting.notifiers.base import (
     one_line,
 )
 from blockradar.alerting.notifiers.http import HttpPoster
-from blockradar.alerting.notifiers.wording import facts, redress_parts, state_line
+from blockradar.alerting.notifiers.wording import facts, redress_parts, state_line, unlisted_line
 from blockradar.secret import mask_url
 
 MAX_BLOCKS = 50
@@ -119,6 +119,9 @@ def build_payload(notification: Notification) -> dict[str, Any]:
         names = ", ".join(mrkdwn_escape(", ".join(a.get("scope", {}).values())) for a in rest)
         blocks.append(SectionBlock(text=MarkdownTextObject(
             text=_cut(f"*and {len(rest)} more:* {names}", MAX_TEXT))))
+    if unlisted_line(notification):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(mrkdwn_escape(unlisted_line(notification)),
+                                                                     MAX_TEXT))))
     group = ", ".join(f"{mrkdwn_escape(k)}={mrkdwn_escape(v)}" for k, v in notification.group_labels.items() if v)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text=_cut(f"blockradar | group {group or '-'} | {len(alerts)} alert(s) | id {notification.id}", MAX_TEXT))]))

@@ -39,6 +39,8 @@ SELF_ALERT_NAMES: dict[str, str] = {
     "pbx-link-down": "PBX link down",
     "pbx-auth-failing": "PBX refuses blockradar's login",
     "config-reload-failed": "config reload failed",
+    "outcomes-dropped": "calls dropped: blockradar cannot keep up",
+    "store-failing": "blockradar cannot write its store",
 }
 
 CHANGE_WORDS = {"new": "NEW", "firing": "still firing", "resolved": "RESOLVED"}
@@ -84,12 +86,27 @@ def changes(notification: Notification) -> str:
         change = alert.get("change")
         if change in counts:
             counts[change] += 1
+    for change, n in notification.unlisted.items():
+        if change in counts:
+            counts[change] += n
     present = [change for change, n in counts.items() if n]
     if present == ["firing"]:
         return "still firing"
     if len(present) < 2:
         return ""  # all new, or all resolved: the title says it already
     return ", ".join(f"{counts[c]} {'still firing' if c == 'firing' else c}" for c in present)
+
+
+def unlisted_line(notification: Notification) -> str:
+    """``and 2,400 more alerts in this group not listed here (2,390 new, 10 resolved): blockradar report
+    lists them all``; empty when every alert is listed."""
+    counts = {c: n for c, n in notification.unlisted.items() if n}
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    parts = ", ".join(f"{n:,} {'still firing' if c == 'firing' else c}" for c, n in counts.items())
+    return (f"and {total:,} more alert{'s' if total != 1 else ''} in this group not listed here ({parts}): "
+            f"`blockradar report` lists them all")
 
 
 def title(notification: Notification) -> str:
