@@ -19,14 +19,14 @@ from collections.abc import Callable
 
 from panoramisk import Manager
 
-from bench.feeder import FeederProcess
+from bench.feeder import AMI_SECRET, AMI_USERNAME, FeederProcess
 from bench.streams import Stream
 from blockradar.connectors.asterisk import AsteriskConfig, AsteriskConnector
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
 
-USERNAME = "bench"
-SECRET = "bench-secret"
+USERNAME = AMI_USERNAME  # what the feeder's AmiServer accepts
+SECRET = AMI_SECRET
 TIMEOUT_S = 120.0
 
 

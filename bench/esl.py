@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.feeder import FeederProcess
+from bench.feeder import ESL_PASSWORD, FeederProcess
 from bench.streams import Stream, esl_subscribed_events
 from blockradar.connectors.freeswitch import FreeswitchConfig, FreeswitchConnector
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
 
-PASSWORD = "ClueCon"
+PASSWORD = ESL_PASSWORD  # what the feeder's EslServer accepts
 BENCH_ROOT = Path(__file__).resolve().parent.parent  # where ``-m bench.esl`` is importable
 SKEW_TOLERANCE_S = 10 * 86400.0
 TIMEOUT_S = 120.0

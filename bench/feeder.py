@@ -1,12 +1,14 @@
 """The PBX side of the benchmarks: a loopback AMI or ESL server in its own process.
 
 Run as ``python -m bench.feeder <ami|esl> <stream.pickle>``. It binds 127.0.0.1:0, prints one JSON
-line ``{"port": N, "webhook_port": M}`` and then serves every connection the way Asterisk's
-``manager.c`` / FreeSWITCH's ``mod_event_socket`` would: banner or ``auth/request``, Login / auth,
-Ping, Logoff / exit, ``event`` and ``filter`` replies. After the login (AMI) or the ``event``
-subscription (ESL) it writes the prebuilt stream:
+line ``{"port": N, "webhook_port": M}`` and then serves every connection with the package's protocol
+servers (``blockradar.testing``: ``AmiServer`` plays Asterisk's ``manager.c``, ``EslServer``
+FreeSWITCH's ``mod_event_socket``: banner or ``auth/request``, Login / auth, Ping, ``api status``,
+Logoff / exit, ``event`` and ``filter`` replies). Clients log in with ``AMI_USERNAME`` /
+``AMI_SECRET`` or ``ESL_PASSWORD``. After the login (AMI) or the ``event`` subscription (ESL) every
+connection gets the prebuilt stream, as it is (no subscription filter):
 
-* throughput mode (the pickle holds ``{"data": bytes}``): everything at once, as fast as the
+* throughput mode (the pickle holds ``{"data": bytes}``): everything in one write, as fast as the
   socket takes it; just before the first byte it prints ``{"start": <time.monotonic()>}``
   (CLOCK_MONOTONIC is system-wide, so the client process can subtract it from its own reading);
 * paced mode (``{"calls": [(key, bytes), ...], "cps": float}``): one call's frames per write at
@@ -28,6 +30,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -35,15 +38,19 @@ from typing import IO, Any
 
 from aiohttp import web
 
-AMI_BANNER = b"Asterisk Call Manager/7.0.3\r\n"
-AMI_FULLY_BOOTED = (
-    b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 5\r\nLastReload: 5\r\nStatus: Fully Booted\r\n\r\n"
-)
+from blockradar.testing.ami import AmiServer, AmiSession
+from blockradar.testing.esl import EslServer, EslSession
+
+AMI_USERNAME = "bench"
+AMI_SECRET = "bench-secret"
+ESL_PASSWORD = "ClueCon"
+_say_lock = threading.Lock()  # the ESL server writes from its threads
 
 
 def _say(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    with _say_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 class Feed:
@@ -59,25 +66,27 @@ class Feed:
         self.unmatched = 0
         self.written = 0
 
-    async def play(self, transport: asyncio.WriteTransport) -> None:
+    def session(self) -> dict[str, Any]:
+        """The stream and its pace, as ``AmiSession`` / ``EslSession`` fields."""
         if self.data is not None:
+            return {"stream": self.data, "on_write": self._started}
+        return {
+            "stream": b"".join(chunk for _, chunk in self.calls),
+            "chunk_sizes": tuple(len(chunk) for _, chunk in self.calls),
+            "interval": 1.0 / self.cps,
+            "on_write": self._writing,
+        }
+
+    def _started(self, index: int) -> None:
+        if index == 0:
             _say({"start": time.monotonic()})
-            transport.write(self.data)
-            return
-        loop = asyncio.get_running_loop()
-        begin = loop.time()
-        gap = 1.0 / self.cps
-        for i, (key, chunk) in enumerate(self.calls):
-            delay = begin + i * gap - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if transport.is_closing():
-                return
-            now = time.monotonic()
-            transport.write(chunk)
-            self.written += 1
-            if key is not None:
-                self.written_at[key] = now
+
+    def _writing(self, index: int) -> None:
+        now = time.monotonic()
+        self.written += 1
+        key = self.calls[index][0]
+        if key is not None:
+            self.written_at[key] = now
 
     async def webhook(self, request: web.Request) -> web.Response:
         now = time.monotonic()
@@ -99,99 +108,18 @@ class Feed:
                 "written": self.written, "never_alerted": len(self.written_at)}
 
 
-class AmiServer(asyncio.Protocol):
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-        self.buf = b""
-        self.transport: asyncio.WriteTransport | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
-        transport.write(AMI_BANNER)
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.buf += data
-        *frames, self.buf = self.buf.split(b"\r\n\r\n")
-        for frame in frames:
-            fields = {}
-            for line in frame.decode("utf-8", "replace").split("\r\n"):
-                key, _, value = line.partition(": ")
-                fields[key.lower()] = value
-            action = fields.get("action", "").lower()
-            aid = fields.get("actionid", "")
-            head = f"ActionID: {aid}\r\n".encode() if aid else b""
-            if action == "login":
-                self.transport.write(b"Response: Success\r\n" + head + b"Message: Authentication accepted\r\n\r\n")
-                self.transport.write(AMI_FULLY_BOOTED)
-                self.task = asyncio.ensure_future(self.feed.play(self.transport))
-            elif action == "ping":
-                self.transport.write(b"Response: Success\r\n" + head + b"Ping: Pong\r\nTimestamp: %.6f\r\n\r\n"
-                                     % time.time())
-            elif action == "logoff":
-                self.transport.write(b"Response: Goodbye\r\n" + head + b"Message: Thanks for all the fish.\r\n\r\n")
-                self.transport.close()
-            else:
-                self.transport.write(b"Response: Error\r\n" + head + b"Message: Invalid/unknown command\r\n\r\n")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
-class EslServer(asyncio.Protocol):
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-        self.buf = b""
-        self.transport: asyncio.WriteTransport | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
-        transport.write(b"Content-Type: auth/request\n\n")
-
-    def _reply(self, text: str) -> None:
-        assert self.transport is not None
-        self.transport.write(f"Content-Type: command/reply\nReply-Text: {text}\n\n".encode())
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.buf += data
-        *commands, self.buf = self.buf.split(b"\n\n")
-        for raw in commands:
-            command = raw.decode("utf-8", "replace").strip()
-            verb = command.split(" ", 1)[0]
-            if verb == "auth":
-                self._reply("+OK accepted")
-            elif verb == "event":
-                self._reply("+OK event listener enabled " + command.split(" ")[1])
-                if self.task is None:
-                    self.task = asyncio.ensure_future(self.feed.play(self.transport))
-            elif verb == "filter":
-                self._reply("+OK filter added")
-            elif verb == "exit":
-                self._reply("+OK bye")
-                notice = b"Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
-                self.transport.write(b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n%s"
-                                     % (len(notice), notice))
-                self.transport.close()
-            else:
-                self._reply("-ERR command not found")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
 async def serve(proto: str, spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     feed = Feed(spec)
-    factory = AmiServer if proto == "ami" else EslServer
-    server = await loop.create_server(lambda: factory(feed), "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    ami: AmiServer | None = None
+    esl: EslServer | None = None
+    if proto == "ami":
+        ami = AmiServer(username=AMI_USERNAME, secret=AMI_SECRET, sessions=[AmiSession(**feed.session())])
+        await ami.start()
+        port = ami.port
+    else:
+        esl = EslServer(password=ESL_PASSWORD, default=EslSession(**feed.session())).start()
+        port = esl.port
     runner: web.AppRunner | None = None
     webhook_port = 0
     if spec.get("calls"):
@@ -210,7 +138,10 @@ async def serve(proto: str, spec: dict[str, Any]) -> None:
             if line.strip() == b"report":
                 _say(feed.report())
     finally:
-        server.close()
+        if ami is not None:
+            await ami.close()
+        if esl is not None:
+            esl.stop()
         if runner is not None:
             await runner.cleanup()
 

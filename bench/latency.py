@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.feeder import FeederProcess
+from bench.feeder import AMI_SECRET, AMI_USERNAME, FeederProcess
 from bench.streams import CALLS_PER_SECOND, call_specs, subscribed_ami_frames
 from blockradar.config import load_config
 from blockradar.daemon import Daemon
@@ -59,7 +59,7 @@ def percentile(values: list[float], q: float) -> float:
 
 CONFIG = """\
 connectors:
-  - {{name: bench, type: asterisk, host: 127.0.0.1, port: {ami_port}, username: bench, secret: bench-secret}}
+  - {{name: bench, type: asterisk, host: 127.0.0.1, port: {ami_port}, username: {username}, secret: {secret}}}
 alerting: {{group_wait: 0s, group_by: [threshold, caller_number]}}
 notifiers:
   - {{type: webhook, url: "http://127.0.0.1:{webhook_port}/hook"}}
@@ -87,7 +87,8 @@ def measure(seconds: float, progress: Callable[[str], None] = lambda _: None) ->
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp, \
             FeederProcess("ami", {"calls": calls, "cps": CALLS_PER_SECOND}) as feeder:
         config = Path(tmp) / "blockradar.yaml"
-        config.write_text(CONFIG.format(ami_port=feeder.port, webhook_port=feeder.webhook_port,
+        config.write_text(CONFIG.format(ami_port=feeder.port, username=AMI_USERNAME, secret=AMI_SECRET,
+                                        webhook_port=feeder.webhook_port,
                                         store=Path(tmp) / "state.db"))
         daemon = Daemon(load_config(config), on_outcome=lambda outcome, cls: seen.__setitem__(0, seen[0] + 1))
         asyncio.run(_run(daemon, n, seen))

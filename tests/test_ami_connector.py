@@ -1,4 +1,4 @@
-"""AsteriskConnector against a real AMI server over loopback (tests/servers/ami_server.py) that
+"""AsteriskConnector against a real AMI server over loopback (blockradar/testing/ami.py) that
 replays the recorded Asterisk 22 event streams: every fixture, faults, auth, TLS, recording."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from blockradar.connectors.asterisk import AmiAuthError, AsteriskConfig, Asteris
 from blockradar.connectors.base import Connector, LinkState
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
-from tests.servers.ami_server import AmiServer, Session, event_stream
+from blockradar.testing.ami import AmiServer, AmiSession, event_stream
 from tests.test_ami_recording import (
     CASES,
     FIXTURE_CASES,
@@ -87,7 +87,7 @@ def test_is_a_connector() -> None:
 async def test_every_fixture_over_loopback(case: Case, enriched: bool) -> None:
     stream = stream_of(case, enriched)
     got: list[CallOutcome] = []
-    sessions = [Session(stream=stream, chunk_sizes=(1400, 7, 333, 1))]
+    sessions = [AmiSession(stream=stream, chunk_sizes=(1400, 7, 333, 1))]
     async with AmiServer(secret=SECRET, sessions=sessions) as server, running(config(server.port), got.append) as c:
         # login response + FullyBooted + every streamed frame
         await until(lambda: c.health().events >= 2 + frames_in(stream))
@@ -108,7 +108,7 @@ async def test_utf8_name_split_across_tcp_reads() -> None:
     stream = stream_of(case, False).replace(b"Acme Sales", "Jörg Müller".encode())
     cut = stream.index("ö".encode()) + 1
     got: list[CallOutcome] = []
-    sessions = [Session(stream=stream, chunk_sizes=(cut, 1, 1, 50))]
+    sessions = [AmiSession(stream=stream, chunk_sizes=(cut, 1, 1, 50))]
     async with AmiServer(secret=SECRET, sessions=sessions) as server, running(config(server.port), got.append) as c:
         await until(lambda: c.health().events >= 2 + frames_in(stream))
     assert [o.caller_name for o in got] == ["Jörg Müller"]
@@ -121,7 +121,7 @@ async def test_drop_mid_frame_reconnects_without_duplicate(cut_after_hangup: boo
     # cut inside a frame: 40 bytes into the frame after the PJSIP Hangup, or into the Hangup itself
     cut = stream.index(b"\r\n\r\n", hangup) + 44 if cut_after_hangup else hangup + 40
     got: list[CallOutcome] = []
-    sessions = [Session(stream=stream, cut_at=cut), Session(stream=stream)]
+    sessions = [AmiSession(stream=stream, cut_at=cut), AmiSession(stream=stream)]
     async with AmiServer(secret=SECRET, sessions=sessions) as server, running(config(server.port), got.append) as c:
         await until(lambda: server.accepted_logins == 2 and c.health().state == LinkState.CONNECTED)
         await until(lambda: c.health().events >= 2 + frames_in(stream[:cut]) - 1 + 2 + frames_in(stream))
@@ -133,7 +133,7 @@ async def test_drop_mid_frame_reconnects_without_duplicate(cut_after_hangup: boo
 
 
 async def test_unanswered_ping_means_dead_link_and_reconnect(caplog: pytest.LogCaptureFixture) -> None:
-    sessions = [Session(answer_ping=False), Session()]
+    sessions = [AmiSession(answer_ping=False), AmiSession()]
     async with AmiServer(secret=SECRET, sessions=sessions) as server:
         cfg = config(server.port, ping_interval=0.05, ping_timeout=0.1, hung_timeout=0.3)
         async with running(cfg, lambda o: None) as c:
@@ -155,7 +155,7 @@ async def test_a_hung_pbx_keeps_its_session_and_the_calls_it_queued_arrive_when_
     stream = event_stream(recording)
     half = stream.index(b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/")
     got: list[CallOutcome] = []
-    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream[:half])]) as server, \
+    async with AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream[:half])]) as server, \
             running(config(server.port, ping_interval=0.1, ping_timeout=0.2), got.append) as c:
         await until(lambda: server.pings >= 1 and c.health().state == LinkState.CONNECTED)
         server.freeze()
@@ -178,7 +178,7 @@ async def test_a_pbx_hung_longer_than_hung_timeout_still_keeps_its_session() -> 
     stream = event_stream(recording)
     half = stream.index(b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/")
     got: list[CallOutcome] = []
-    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream[:half])]) as server:
+    async with AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream[:half])]) as server:
         cfg = config(server.port, ping_interval=0.1, ping_timeout=0.2, hung_timeout=0.3, banner_timeout=0.1)
         async with running(cfg, got.append) as c:
             await until(lambda: server.pings >= 1 and c.health().state == LinkState.CONNECTED)
@@ -234,7 +234,7 @@ async def test_auth_failure_logged_once_then_recovers(caplog: pytest.LogCaptureF
 async def test_shutdown_event_then_reconnect(restart: bool) -> None:
     stream = stream_of(CASES[6], False)  # 486
     got: list[CallOutcome] = []
-    sessions = [Session(stream=stream, shutdown=restart), Session()]
+    sessions = [AmiSession(stream=stream, shutdown=restart), AmiSession()]
     async with AmiServer(secret=SECRET, sessions=sessions) as server, running(config(server.port), got.append) as c:
         await until(lambda: server.accepted_logins == 2 and c.health().state == LinkState.CONNECTED)
         health = c.health()
@@ -287,7 +287,7 @@ async def test_a_raising_sink_never_drops_the_connection(caplog: pytest.LogCaptu
         raise RuntimeError("sink is broken")
 
     async with (
-        AmiServer(secret=SECRET, sessions=[Session(stream=stream, chunk_sizes=(5000,))]) as server,
+        AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream, chunk_sizes=(5000,))]) as server,
         running(config(server.port), sink) as c,
     ):
         await until(lambda: c.health().events >= 2 + frames_in(stream))
@@ -316,7 +316,7 @@ async def test_tls(tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(ca_file))
     stream = stream_of(CASES[1], True)
     got: list[CallOutcome] = []
-    async with AmiServer(secret=SECRET, ssl_context=server_ctx, sessions=[Session(stream=stream)]) as server:
+    async with AmiServer(secret=SECRET, ssl_context=server_ctx, sessions=[AmiSession(stream=stream)]) as server:
         cfg = config(server.port, tls=True, ca_file=str(ca_file), server_name="ami.example.test")
         async with running(cfg, got.append) as c:
             await until(lambda: c.health().events >= 2 + frames_in(stream))
@@ -329,7 +329,7 @@ async def test_tls(tmp_path: Path) -> None:
 
 async def test_record_ami_writes_a_replayable_recording() -> None:
     stream = stream_of(CASES[0], True)
-    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream, chunk_sizes=(999,))]) as server:
+    async with AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream, chunk_sizes=(999,))]) as server:
         out = io.BytesIO()
         stop = asyncio.Event()
         task = asyncio.create_task(record_ami(config(server.port), out, stop))
@@ -362,7 +362,7 @@ async def test_pbx_timestamp_is_the_event_time_when_it_agrees_with_our_clock() -
     stream = with_timestamps(stream_of(CASES[4], False), pbx_now)
     got: list[CallOutcome] = []
     async with (
-        AmiServer(secret=SECRET, sessions=[Session(stream=stream)]) as server,
+        AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream)]) as server,
         running(config(server.port), got.append) as c,
     ):
         await until(lambda: c.health().events >= 2 + frames_in(stream))
@@ -375,7 +375,7 @@ async def test_a_skewed_pbx_clock_is_counted_and_replaced_by_receive_time(caplog
     got: list[CallOutcome] = []
     before = time.time()
     async with (
-        AmiServer(secret=SECRET, sessions=[Session(stream=stream)]) as server,
+        AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream)]) as server,
         running(config(server.port), got.append) as c,
     ):
         await until(lambda: c.health().events >= 2 + frames_in(stream))
@@ -388,7 +388,7 @@ async def test_missing_fully_booted_is_warned_and_tolerated(caplog: pytest.LogCa
     """A user whose read= lacks system never gets FullyBooted (lifecycle A6): warn, then carry on."""
     stream = stream_of(CASES[0], False)
     got: list[CallOutcome] = []
-    sessions = [Session(stream=stream, fully_booted=False)]
+    sessions = [AmiSession(stream=stream, fully_booted=False)]
     async with (
         AmiServer(secret=SECRET, sessions=sessions) as server,
         running(config(server.port, login_timeout=0.1, ping_interval=0.05), got.append) as c,
@@ -405,7 +405,7 @@ async def test_a_call_in_progress_at_login_is_not_lost() -> None:
     tail = event_stream(recording)
     tail = tail[tail.index(b"Event: HangupRequest\r\nPrivilege: call,all\r\nChannel: PJSIP/"):]
     got: list[CallOutcome] = []
-    async with AmiServer(secret=SECRET, sessions=[Session(stream=tail)]) as server, \
+    async with AmiServer(secret=SECRET, sessions=[AmiSession(stream=tail)]) as server, \
             running(config(server.port), got.append) as c:
         await until(lambda: len(got) == 1)
         assert c.health().extra["in_progress_recovered"] == 1
@@ -439,7 +439,7 @@ async def test_a_real_systemctl_restart_every_call_then_back_at_once() -> None:
     truth = {json.loads(line)["callee_num"]: json.loads(line) for line in
              (lifecycle / "A9-sigterm-calls.truth.jsonl").read_text().splitlines()}
     got: list[CallOutcome] = []
-    async with AmiServer(secret=SECRET, sessions=[Session(stream=stream), Session()]) as server, \
+    async with AmiServer(secret=SECRET, sessions=[AmiSession(stream=stream), AmiSession()]) as server, \
             running(config(server.port, backoff_initial=0.25, backoff_max=1.0), got.append) as c:
         await until(lambda: c.health().extra["shutdowns"] == 1)
         await server.stop_listening()  # Asterisk is restarting: connects are refused

@@ -17,8 +17,8 @@ import pytest
 from blockradar.connectors.ami_recording import read_ami_recording
 from blockradar.connectors.esl_recording import read_esl_recording
 from blockradar.recordings import RecordingError, detect_format, read_recording
-from tests.servers.ami_server import AmiServer, Session, event_stream
-from tests.servers.esl_server import EslTestServer, load_event_frames
+from blockradar.testing.ami import AmiServer, AmiSession, event_stream
+from blockradar.testing.esl import EslServer, load_event_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OUTCOME_KEYS = {"kind", "pbx", "connector", "call_id", "caller_number", "callee_number", "trunk", "sip_code",
@@ -177,9 +177,9 @@ async def _wait_size(path: Path, size: int, timeout: float = 15.0) -> None:
 async def test_record_ami_then_replay(tmp_path: Path):
     fixture = (FIXTURES / "asterisk/02-603plus-network-blocked.enriched.ami").read_bytes()
     stream = event_stream(fixture)
-    esl = EslTestServer(password="rec-pass").start()
+    esl = EslServer(password="rec-pass").start()
     try:
-        async with AmiServer(username="rec", secret="rec-secret", sessions=[Session(stream=stream)]) as ami:
+        async with AmiServer(username="rec", secret="rec-secret", sessions=[AmiSession(stream=stream)]) as ami:
             config = _config(tmp_path, ami.port, esl.port)
             out = tmp_path / "live.ami"
             proc = await asyncio.create_subprocess_exec(
@@ -203,7 +203,7 @@ async def test_record_ami_then_replay(tmp_path: Path):
 async def test_record_esl_then_replay(tmp_path: Path):
     fixture_path = FIXTURES / "freeswitch/15-603plus-atis-analytics1.esl"
     frames = load_event_frames(fixture_path, types=("text/event-plain",))
-    esl = EslTestServer(password="rec-pass", plain=frames).start()
+    esl = EslServer(password="rec-pass", plain=frames).start()
     try:
         async with AmiServer(username="rec", secret="rec-secret") as ami:
             config = _config(tmp_path, ami.port, esl.port)

@@ -30,8 +30,8 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from blockradar.store import Store
-from tests.servers.ami_server import AmiServer, Session, event_stream
-from tests.servers.esl_server import EslSession, EslTestServer, load_event_frames
+from blockradar.testing.ami import AmiServer, AmiSession, event_stream
+from blockradar.testing.esl import EslServer, EslSession, load_event_frames
 from tests.servers.http_sink import HttpSink, slack_payload_problems
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -144,11 +144,11 @@ async def test_daemon_lifecycle(tmp_path: Path):
     http_port = free_port()
     config = tmp_path / "blockradar.yaml"
     env = {**os.environ, "AMI_SECRET": AMI_SECRET}
-    esl = EslTestServer(password=ESL_PASSWORD, plain=esl_frames, default=EslSession(heartbeat_every=0.5)).start()
+    esl = EslServer(password=ESL_PASSWORD, plain=esl_frames, default=EslSession(heartbeat_every=0.5)).start()
     proc: subprocess.Popen[bytes] | None = None
     try:
         async with AmiServer(username="blockradar", secret=AMI_SECRET,
-                             sessions=[Session(stream=ami_stream), Session(stream=b"")]) as ami, \
+                             sessions=[AmiSession(stream=ami_stream), AmiSession(stream=b"")]) as ami, \
                 HttpSink(slack=True) as slack:
             env["SLACK_WEBHOOK_URL"] = slack.url
             write_config(config, ami_port=ami.port, esl_port=esl.port, smtp_port=smtp_port, slack_url=slack.url,

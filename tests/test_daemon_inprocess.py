@@ -13,7 +13,7 @@ from pathlib import Path
 from blockradar.alerting.notifiers.base import Notification
 from blockradar.config import load_config
 from blockradar.daemon import Daemon
-from tests.servers.ami_server import AmiServer
+from blockradar.testing.ami import AmiServer
 
 
 class Inbox:

@@ -24,8 +24,8 @@ import pytest
 
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
+from blockradar.testing.ami import AmiServer, AmiSession
 from tests.ledger import Ledger
-from tests.servers.ami_server import AmiServer, Session
 from tests.servers.http_sink import HttpSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -64,7 +64,7 @@ async def test_kill_9_mid_stream_loses_no_truth(tmp_path: Path):
     frames_per_call = stream.count(b"\r\n\r\n") // calls
     store = tmp_path / "state.db"
     async with AmiServer(username="br", secret="pw",
-                         sessions=[Session(stream=stream, frame_gap=0.05 / frames_per_call), Session()]) as ami, \
+                         sessions=[AmiSession(stream=stream, frame_gap=0.05 / frames_per_call), AmiSession()]) as ami, \
             HttpSink() as sink:
         config = tmp_path / "blockradar.yaml"
         config.write_text(textwrap.dedent(f"""\
@@ -127,7 +127,7 @@ async def test_kill_9_half_a_second_after_the_last_call_keeps_every_call(tmp_pat
     calls = 12
     stream = stream_of_blocks(calls)
     store = tmp_path / "state.db"
-    async with AmiServer(username="br", secret="pw", sessions=[Session()]) as ami:
+    async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami:
         config = tmp_path / "blockradar.yaml"
         config.write_text(textwrap.dedent(f"""\
             connectors:

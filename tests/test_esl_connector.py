@@ -27,13 +27,13 @@ from blockradar.connectors.freeswitch import (
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import load_ruleset
 from blockradar.secret import Secret
-from tests.servers.esl_server import EslSession, EslTestServer, load_event_frames
+from blockradar.testing.esl import EslServer, EslSession, load_event_frames
 from tests.test_esl_recording import FIXTURE_FILES, FIXTURES, check_outcome
 
 PASSWORD = "Cl0ud-S3cret-pw"
 
 
-def fast_config(server: EslTestServer, **overrides: Any) -> FreeswitchConfig:
+def fast_config(server: EslServer, **overrides: Any) -> FreeswitchConfig:
     settings: dict[str, Any] = {
         "name": "fs-test",
         "host": "127.0.0.1",
@@ -90,7 +90,7 @@ async def test_every_fixture_through_the_live_connector(version: str, event_form
         expected[outcome.call_id] = row
     frames = load_event_frames(*(row[3] for row in rows))
     ruleset = load_ruleset()
-    with EslTestServer(password=PASSWORD, **{event_format: frames}) as server:
+    with EslServer(password=PASSWORD, **{event_format: frames}) as server:
         config = fast_config(server, event_format=event_format)
         async with running(config) as (connector, received):
             await wait_until(lambda: len(received) >= len(rows))
@@ -115,7 +115,7 @@ async def test_the_atis_capture_live_keeps_redress_and_trusted_pbx_time() -> Non
     (recorded,) = read_esl_recording(path.read_bytes()).outcomes
     assert recorded.ended_at is not None
     clock = ManualClock(start=recorded.ended_at + 0.5)  # our clock agrees with the PBX's
-    with EslTestServer(password=PASSWORD, plain=load_event_frames(path)) as server:
+    with EslServer(password=PASSWORD, plain=load_event_frames(path)) as server:
         async with running(fast_config(server), clock=clock) as (connector, received):
             await wait_until(lambda: len(received) == 1)
             assert connector.health().clock_skewed == 0
@@ -127,7 +127,7 @@ async def test_the_atis_capture_live_keeps_redress_and_trusted_pbx_time() -> Non
 
 async def test_filters_are_sent_with_a_heartbeat_filter() -> None:
     frames = load_event_frames(FIXTURES / "01-608-rejected-jwscard.esl")
-    with EslTestServer(password=PASSWORD, plain=frames) as server:
+    with EslServer(password=PASSWORD, plain=frames) as server:
         config = fast_config(server, filters=("Call-Direction outbound",))
         async with running(config) as (_connector, received):
             await wait_until(lambda: len(received) == 1)
@@ -150,7 +150,7 @@ async def test_a_raising_sink_never_stops_the_stream_nor_logs_pii(caplog: pytest
             raise RuntimeError(f"boom for {outcome.caller_number}")
 
     caplog.set_level(logging.DEBUG)
-    with EslTestServer(password=PASSWORD, plain=frames) as server:
+    with EslServer(password=PASSWORD, plain=frames) as server:
         async with running(fast_config(server), sink=sink) as (connector, _received):
             await wait_until(lambda: len(calls) == len(rows))
             health = connector.health()
@@ -161,7 +161,7 @@ async def test_a_raising_sink_never_stops_the_stream_nor_logs_pii(caplog: pytest
 
 
 async def test_connector_satisfies_the_protocol() -> None:
-    with EslTestServer(password=PASSWORD) as server:
+    with EslServer(password=PASSWORD) as server:
         connector: Connector = FreeswitchConnector(fast_config(server), lambda outcome: None)
         assert isinstance(connector, FreeswitchConnector)
         assert connector.pbx == "freeswitch" and connector.name == "fs-test"
@@ -187,7 +187,7 @@ def test_config_rejects_line_breaks_and_bad_filters() -> None:
 
 async def test_record_esl_writes_the_bytes_as_received() -> None:
     path = FIXTURES / "15-603plus-atis-analytics1.esl"
-    with EslTestServer(password=PASSWORD, plain=load_event_frames(path)) as server:
+    with EslServer(password=PASSWORD, plain=load_event_frames(path)) as server:
         out = io.BytesIO()
         stop = asyncio.Event()
         task = asyncio.create_task(record_esl(fast_config(server), out, stop))
@@ -207,7 +207,7 @@ async def test_record_esl_writes_the_bytes_as_received() -> None:
 async def test_record_esl_blocking_limit_and_server_close() -> None:
     frames = load_event_frames(FIXTURES / "07-486-busy-here.esl")
     sessions = [EslSession(fault="fin_at_boundary", after_frames=len(frames))]
-    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
+    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
         config = fast_config(server, events=("ALL",))
         result = await asyncio.to_thread(record_esl_blocking, config, io.BytesIO(), threading.Event())
         assert result.ended_by == "closed by server" and result.events == len(frames)
@@ -216,13 +216,13 @@ async def test_record_esl_blocking_limit_and_server_close() -> None:
 
 
 async def test_record_esl_wrong_password() -> None:
-    with EslTestServer(password="other") as server, pytest.raises(EslAuthError) as caught:
+    with EslServer(password="other") as server, pytest.raises(EslAuthError) as caught:
         await record_esl(fast_config(server), io.BytesIO(), asyncio.Event())
     assert PASSWORD not in str(caught.value)
     assert "-ERR invalid" in str(caught.value)
 
 
 async def test_record_esl_rude_rejection() -> None:
-    server = EslTestServer(password=PASSWORD, sessions=[EslSession(rude=True)])
+    server = EslServer(password=PASSWORD, sessions=[EslSession(rude=True)])
     with server, pytest.raises(EslAuthError, match="ACL"):
         await record_esl(fast_config(server), io.BytesIO(), asyncio.Event())

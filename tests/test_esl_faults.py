@@ -17,7 +17,7 @@ from blockradar.connectors.base import LinkState
 from blockradar.connectors.esl_recording import read_esl_recording
 from blockradar.connectors.freeswitch import FreeswitchConnector
 from blockradar.outcome import CallOutcome
-from tests.servers.esl_server import EslSession, EslTestServer, frame_event_name, load_event_frames
+from blockradar.testing.esl import EslServer, EslSession, frame_event_name, load_event_frames
 from tests.test_esl_connector import PASSWORD, fast_config, running, wait_until
 from tests.test_esl_recording import FIXTURE_FILES, LIFECYCLE
 
@@ -38,7 +38,7 @@ def stream() -> tuple[list[bytes], set[str]]:
 async def test_cut_connection_reconnects_and_loses_and_duplicates_nothing(fault: str, stream) -> None:
     frames, ids = stream
     sessions = [EslSession(fault=fault, after_frames=5)]
-    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
+    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
         config = fast_config(server, filters=("Call-Direction outbound",))
         async with running(config) as (connector, received):
             await wait_until(lambda: len(received) == len(ids))
@@ -61,7 +61,7 @@ async def test_cut_connection_reconnects_and_loses_and_duplicates_nothing(fault:
 
 async def test_wrong_password_is_auth_failed_with_long_backoff_and_no_secret(caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    with EslTestServer(password="ClueCon") as server:
+    with EslServer(password="ClueCon") as server:
         async with running(fast_config(server, auth_backoff_s=60.0)) as (connector, _received):
             await wait_until(lambda: connector.health().state == LinkState.AUTH_FAILED)
             await asyncio.sleep(0.3)  # a hot loop would reconnect dozens of times here
@@ -77,7 +77,7 @@ async def test_wrong_password_is_auth_failed_with_long_backoff_and_no_secret(cap
 
 async def test_auth_failure_retries_after_its_backoff_and_recovers(stream) -> None:
     frames, ids = stream
-    with EslTestServer(password="not-yet", plain=frames) as server:
+    with EslServer(password="not-yet", plain=frames) as server:
         async with running(fast_config(server, auth_backoff_s=0.1)) as (connector, received):
             await wait_until(lambda: connector.health().state == LinkState.AUTH_FAILED)
             server.password = PASSWORD  # the operator fixes the password
@@ -90,7 +90,7 @@ async def test_auth_failure_retries_after_its_backoff_and_recovers(stream) -> No
 async def test_acl_rude_rejection_is_auth_failed(caplog) -> None:
     caplog.set_level(logging.INFO)
     sessions = [EslSession(rude=True)]
-    with EslTestServer(password=PASSWORD, sessions=sessions) as server:
+    with EslServer(password=PASSWORD, sessions=sessions) as server:
         async with running(fast_config(server)) as (connector, _received):
             await wait_until(lambda: connector.health().state == LinkState.AUTH_FAILED)
             await asyncio.sleep(0.2)
@@ -105,7 +105,7 @@ async def test_heartbeat_silence_forces_a_reconnect(stream, caplog) -> None:
     frames, ids = stream
     sessions = [EslSession(fault="silence", after_frames=3)]
     default = EslSession(heartbeat_every=0.05)
-    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions, default=default) as server:
+    with EslServer(password=PASSWORD, plain=frames, sessions=sessions, default=default) as server:
         async with running(fast_config(server, heartbeat_liveness_s=0.3)) as (connector, received):
             await wait_until(lambda: connector.health().connects == 2)
             # FreeSWITCH greets a new connection: this session is stuck, not the PBX
@@ -122,7 +122,7 @@ async def test_a_freeswitch_hung_past_the_liveness_limit_keeps_its_session(strea
     is asked first: while it gets no auth/request either, the whole FreeSWITCH is hung and the session kept."""
     frames, ids = stream
     session = EslSession(settle=0.5, heartbeat_every=0.05)
-    with EslTestServer(password=PASSWORD, plain=frames, default=session) as server:
+    with EslServer(password=PASSWORD, plain=frames, default=session) as server:
         config = fast_config(server, heartbeat_liveness_s=0.3, probe_interval_s=0.1, probe_timeout_s=0.1)
         async with running(config) as (connector, received):
             await wait_until(lambda: connector.health().state == LinkState.CONNECTED)
@@ -141,7 +141,7 @@ async def test_a_freeswitch_hung_past_the_liveness_limit_keeps_its_session(strea
 
 async def test_server_down_then_up(stream) -> None:
     frames, ids = stream
-    with EslTestServer(password=PASSWORD, plain=frames, start_paused=True) as server:
+    with EslServer(password=PASSWORD, plain=frames, start_paused=True) as server:
         async with running(fast_config(server)) as (connector, received):
             await wait_until(lambda: "connect failed" in (connector.health().last_error or ""))
             assert connector.health().state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
@@ -161,7 +161,7 @@ async def test_shutdown_stream_frames_after_the_notice_are_read() -> None:
     path = LIFECYCLE / "F3-fsctl-shutdown.esl"
     frames = load_event_frames(path, types=("text/event-plain", "text/disconnect-notice"))
     sessions = [EslSession(fault="fin_at_boundary", after_frames=len(frames))]
-    with EslTestServer(
+    with EslServer(
         password=PASSWORD, plain=frames, sessions=sessions, default=EslSession(fault="silence")
     ) as server:
         async with running(fast_config(server, events=("ALL",))) as (connector, received):
@@ -184,7 +184,7 @@ async def test_a_slow_consumer_holds_the_reader_back_and_nothing_is_lost(stream)
     def slow_sink(outcome: CallOutcome) -> None:
         time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
 
-    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
+    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
         config = fast_config(server, max_pending=20, probe_timeout_s=0.3)
         async with running(config, sink=slow_sink) as (connector, _received):
             await wait_until(lambda: connector.health().outcomes == hangups, timeout=40)
@@ -205,7 +205,7 @@ async def test_slow_consumer_drops_are_counted_and_memory_is_bounded(stream) -> 
     def slow_sink(outcome: CallOutcome) -> None:
         time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
 
-    with EslTestServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
+    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
         config = fast_config(server, max_pending=20, handoff_wait_s=0.0)  # no holding back: drop at once
         async with running(config, sink=slow_sink) as (connector, _received):
             await wait_until(lambda: connector.health().outcomes == hangups, timeout=20)
@@ -227,7 +227,7 @@ def _fds() -> int:
 
 async def test_thirty_start_stop_cycles_leak_nothing(stream) -> None:
     frames, _ids = stream
-    with EslTestServer(password=PASSWORD, plain=frames[:2], default=EslSession(heartbeat_every=0.05)) as server:
+    with EslServer(password=PASSWORD, plain=frames[:2], default=EslSession(heartbeat_every=0.05)) as server:
         config = fast_config(server)
 
         async def cycle() -> None:
@@ -256,7 +256,7 @@ async def test_thirty_start_stop_cycles_leak_nothing(stream) -> None:
 
 async def test_no_auth_request_and_unanswered_commands_time_out_g5() -> None:
     sessions = [EslSession(mute=True), EslSession(unanswered=("event",))]
-    with EslTestServer(password=PASSWORD, sessions=sessions, default=EslSession(heartbeat_every=0.05)) as server:
+    with EslServer(password=PASSWORD, sessions=sessions, default=EslSession(heartbeat_every=0.05)) as server:
         config = fast_config(server, connect_timeout_s=0.2, command_timeout_s=0.2)
         async with running(config) as (connector, _received):
             await wait_until(lambda: "no auth/request" in (connector.health().last_error or ""))
@@ -269,7 +269,7 @@ async def test_no_auth_request_and_unanswered_commands_time_out_g5() -> None:
 
 
 async def test_close_interrupts_a_hanging_connect() -> None:
-    with EslTestServer(password=PASSWORD, default=EslSession(mute=True)) as server:
+    with EslServer(password=PASSWORD, default=EslSession(mute=True)) as server:
         config = fast_config(server, connect_timeout_s=30.0, command_timeout_s=30.0, stop_timeout_s=3.0)
         async with running(config) as (connector, _received):
             await wait_until(lambda: server.connections == 1)
@@ -284,7 +284,7 @@ async def test_garbage_frames_are_counted_and_the_stream_goes_on(stream) -> None
         b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(bad_json) + bad_json,
         b"Content-Length: 5\nContent-Type: text/x-unknown\n\nhello",
     ]
-    with EslTestServer(password=PASSWORD, plain=garbage + frames, default=EslSession()) as server:
+    with EslServer(password=PASSWORD, plain=garbage + frames, default=EslSession()) as server:
         async with running(fast_config(server, events=("ALL",))) as (connector, received):
             await wait_until(lambda: len(received) == len(ids))
             health = connector.health()

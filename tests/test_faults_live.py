@@ -20,9 +20,9 @@ from blockradar.config import load_config
 from blockradar.connectors.base import LinkState
 from blockradar.daemon import Daemon
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
+from blockradar.testing.ami import AmiServer, AmiSession
+from blockradar.testing.esl import EslServer, EslSession
 from tests.ledger import Ledger
-from tests.servers.ami_server import AmiServer, Session
-from tests.servers.esl_server import EslSession, EslTestServer
 from tests.servers.http_sink import HttpSink
 
 pytestmark = pytest.mark.timeout(90)
@@ -72,12 +72,12 @@ def state_of(daemon: Daemon) -> LinkState:
 async def test_asterisk_restart_crash_hang_and_wrong_secret(tmp_path: Path):
     builder = TrafficBuilder()
     sessions = [
-        Session(stream=ami_calls(builder, ("608", NUMBER_A, "carrier-a"), ("608", NUMBER_B, "carrier-b"),
+        AmiSession(stream=ami_calls(builder, ("608", NUMBER_A, "carrier-a"), ("608", NUMBER_B, "carrier-b"),
                                  ("200", NUMBER_A, "carrier-b")),
                 shutdown=False),  # then "core stop now" / systemctl restart: Shutdown, Restart: False
-        Session(stream=ami_calls(builder, ("608", NUMBER_C, "carrier-a"))),
-        Session(stream=ami_calls(builder, ("608", NUMBER_A, "carrier-a"))),
-        Session(),
+        AmiSession(stream=ami_calls(builder, ("608", NUMBER_C, "carrier-a"))),
+        AmiSession(stream=ami_calls(builder, ("608", NUMBER_A, "carrier-a"))),
+        AmiSession(),
     ]
     async with AmiServer(username="br", secret="pw", sessions=sessions, auth_fail_delay=0.2) as ami, \
             HttpSink() as sink:
@@ -161,7 +161,7 @@ async def test_freeswitch_crash_hang_and_wrong_password(tmp_path: Path):
     builder = TrafficBuilder()
     frames = esl_frames(builder, ("608", NUMBER_A, "carrier-a"), ("603plus", NUMBER_B, "carrier-b"),
                         ("200", NUMBER_A, "carrier-b"))
-    with EslTestServer(password="ClueCon-lab", plain=frames, default=EslSession(heartbeat_every=0.5)) as esl:
+    with EslServer(password="ClueCon-lab", plain=frames, default=EslSession(heartbeat_every=0.5)) as esl:
         async with HttpSink() as sink:
             connector = (f"{{name: fs1, type: freeswitch, port: {esl.port}, password: ClueCon-lab, "
                          f"probe_interval: 0.5s, probe_timeout: 1s}}")

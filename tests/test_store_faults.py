@@ -21,7 +21,7 @@ from blockradar.config import load_config
 from blockradar.daemon import Daemon
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
-from tests.servers.ami_server import AmiServer, Session
+from blockradar.testing import AmiServer, AmiSession
 from tests.servers.http_sink import HttpSink
 
 pytestmark = pytest.mark.timeout(90)
@@ -78,7 +78,7 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
     caplog.set_level(logging.DEBUG, logger="blockradar")
     store_path = tmp_path / "state.db"
     first, second = 20, 20
-    async with AmiServer(username="br", secret="pw", sessions=[Session()]) as ami, HttpSink() as sink:
+    async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami, HttpSink() as sink:
         config = tmp_path / "blockradar.yaml"
         config.write_text(textwrap.dedent(f"""\
             connectors:

@@ -1,10 +1,11 @@
 """``blockradar demo``: the whole daemon against two emulated PBXes, in well under a minute.
 
-Loopback AMI and ESL emulators (``emulators.py``) stream calls rebuilt from real recordings
-(``traffic.py``); the real Asterisk and FreeSWITCH connectors connect to them over TCP; the real
-daemon (default rules, a demo threshold set with short windows, the console notifier, plus any
-notifiers of ``--config``) classifies, counts and alerts. One calling number gets blocked by the
-carrier (608 and 603+ with redress), then stops dialling, and its alert resolves.
+Loopback AMI and ESL servers (``blockradar.testing``, broadcasting whatever they are given) stream
+calls rebuilt from real recordings (``traffic.py``); the real Asterisk and FreeSWITCH connectors
+connect to them over TCP; the real daemon (default rules, a demo threshold set with short windows,
+the console notifier, plus any notifiers of ``--config``) classifies, counts and alerts. One calling
+number gets blocked by the carrier (608 and 603+ with redress), then stops dialling, and its alert
+resolves.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from blockradar.alerting.lifecycle import Alert
 from blockradar.alerting.notifiers.base import AlertDict
 from blockradar.classification import Classification
 from blockradar.config import load_config
-from blockradar.demo.emulators import AmiEmulator, EslEmulator
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.outcome import CallOutcome
+from blockradar.testing.ami import AmiServer
+from blockradar.testing.esl import EslServer, EslSession
 
 BLOCKED_NUMBER = "+15557650003"
 
@@ -115,7 +117,7 @@ class DemoSession:
             self.out.write(text + "\n")
             self.out.flush()
 
-    def _write_config(self, workdir: Path, ami: AmiEmulator, esl: EslEmulator, ami_secret: str,
+    def _write_config(self, workdir: Path, ami: AmiServer, esl: EslServer, ami_secret: str,
                       esl_password: str) -> Path:
         notifiers: list[dict[str, Any]] = [{"type": "console", "name": "console",
                                            "stream": "stderr" if self.as_json else "stdout"}]
@@ -149,10 +151,11 @@ class DemoSession:
 
         started = time.monotonic()
         ami_secret, esl_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
-        ami = AmiEmulator(username="blockradar", secret=ami_secret)
-        esl = EslEmulator(password=esl_password, heartbeat_s=5.0)
+        # PBXes that broadcast what they are given (push) to every logged-in / subscribed client
+        ami = AmiServer(username="blockradar", secret=ami_secret)
+        esl = EslServer(password=esl_password, default=EslSession(heartbeat_every=5.0))
         await ami.start()
-        await esl.start()
+        esl.start()
         builder = TrafficBuilder()
         with tempfile.TemporaryDirectory(prefix="blockradar-demo-") as tmp:
             path = self._write_config(Path(tmp), ami, esl, ami_secret, esl_password)
@@ -175,7 +178,7 @@ class DemoSession:
             _, report = daemon.health_report()
             await daemon.stop(flush_s=5)
         await ami.close()
-        await esl.close()
+        await asyncio.to_thread(esl.stop)
         summary = self._summary(time.monotonic() - started, report)
         if self.as_json:
             self.out.write(json.dumps(summary) + "\n")
@@ -193,7 +196,7 @@ class DemoSession:
             await asyncio.sleep(0.1)
         raise RuntimeError("the connectors did not connect to the emulators")
 
-    async def _stream(self, builder: TrafficBuilder, ami: AmiEmulator, esl: EslEmulator, daemon: Any) -> None:
+    async def _stream(self, builder: TrafficBuilder, ami: AmiServer, esl: EslServer, daemon: Any) -> None:
         plan = demo_plan(self.duration_s)
         start = time.monotonic()
         next_table = start + 4.0
@@ -204,10 +207,10 @@ class DemoSession:
             callee = f"+1555888{int(offset * 10) % 10000:04d}"
             if pbx == "asterisk":
                 spec = CallSpec(scenario, caller, callee, trunk, time.time())
-                ami.push(builder.ami_frames(spec))
+                await ami.push(b"".join(builder.ami_frames(spec)))
             else:
                 spec = CallSpec(scenario, caller, callee, trunk, time.time() - builder.span_s("esl", scenario))
-                esl.push([(builder.esl_event_name(b), b) for b in builder.esl_bodies(spec)])
+                esl.push([builder.esl_frame(body) for body in builder.esl_bodies(spec)])
             if self.live and time.monotonic() >= next_table:
                 next_table += 4.0
                 self._live_table(time.monotonic() - start)

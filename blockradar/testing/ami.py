@@ -1,7 +1,7 @@
-"""A loopback Asterisk Manager Interface server for tests: the real wire protocol, recorded events.
+"""A loopback Asterisk Manager Interface server: the real wire protocol, recorded events, injected faults.
 
-It behaves like Asterisk 22's ``main/manager.c`` as captured in shared/fixtures/lifecycle
-(MANIFEST A1-A7):
+Owns the Asterisk side of every AMI conversation the tests, the demo and the benchmarks hold. It
+behaves like Asterisk 22's ``main/manager.c`` as captured in tests/fixtures/lifecycle (MANIFEST A1-A7):
 
 * on connect it sends the banner ``Asterisk Call Manager/11.0.0\\r\\n`` (one line, no blank line);
 * ``Action: Login`` with the right Username/Secret -> ``Response: Success`` / ``Message:
@@ -13,30 +13,40 @@ It behaves like Asterisk 22's ``main/manager.c`` as captured in shared/fixtures/
 * ``Action: Logoff`` -> ``Response: Goodbye`` / ``Message: Thanks for all the fish.``, then close;
 * any other action -> ``Response: Error`` / ``Message: Invalid/unknown command``.
 
-What each connection does after Login is a ``Session`` (the i-th connection plays
+Replies go out between event frames, never inside one (as Asterisk's session lock does).
+
+What each connection does after Login is an ``AmiSession`` (the i-th connection plays
 ``sessions[i]``, the last one repeats), so faults are scripted per connection:
 
-* ``stream``: the event bytes to send (see ``event_stream()`` to cut them from a fixture file);
+* ``stream``: the event bytes to send (see ``event_stream()`` to cut them from a recording);
 * ``chunk_sizes``: write the stream in pieces of these sizes (cycled), to exercise reassembly;
-* ``cut_at``: abort the connection (RST) after that many stream bytes, e.g. in the middle of a frame;
+* ``interval``: seconds between those pieces, on a fixed schedule: ``chunk_sizes=(1,), interval=1.0``
+  drips one byte a second (a Pong waits behind the frame being dripped);
+* ``frame_gap``: seconds to wait after each complete frame (a PBX producing calls over time);
+* ``cut_at``: abort the connection (RST) after that many stream bytes, e.g. in the middle of a frame (a crash);
+* ``garbage_at``: write ``garbage`` (default ``GARBAGE_FRAME``: line noise, then CRLFCRLF) after that
+  many stream bytes, then go on with the stream;
 * ``answer_ping``: False = a half-open link (Pings are read and never answered);
 * ``shutdown``: after the stream, send ``Event: Shutdown`` (``Restart: True``/``False``) and close,
-  as ``core restart now`` / ``core stop now`` do;
+  as ``core restart now`` / ``core stop now`` do (a clean restart);
 * ``refuse_login``: fail the login whatever the secret (for "the secret was changed" scenarios);
 * ``fully_booted``: False = no ``FullyBooted`` after Login (a user whose ``read=`` lacks ``system``);
-* ``frame_gap``: seconds to wait after each complete frame (a PBX producing calls over time).
+* ``on_write``: called with the piece's index just before each piece is written (the benchmarks
+  time-stamp their writes with it).
 
 ``stop_listening()`` / ``listen_again()`` close and reopen the listening socket on the same port
-(connects are refused in between, as while Asterisk restarts). ``freeze()`` / ``thaw()`` play a hung
-Asterisk (``kill -STOP``): open connections get nothing (no Pong, no event) and nothing they send is
-read, new connections are accepted by the kernel but get no banner, until ``thaw()``; ``push(data)``
-queues events for every session (sent at once, or at ``thaw()``). ``secret`` may be changed while it
-runs (a password changed on the PBX side). The server records what it saw:
-``logins`` (username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
+(connects are refused in between, as while Asterisk restarts); ``drop_all()`` resets every open
+connection. ``freeze()`` / ``thaw()`` play a hung Asterisk (``kill -STOP``): open connections get
+nothing (no Pong, no event) and nothing they send is read, new connections are accepted by the kernel
+but get no banner, until ``thaw()``. ``push(data)`` sends event bytes to every logged-in session, as
+Asterisk queues an event for every session (held while frozen, sent at ``thaw()``): with an empty
+session stream it is a PBX that broadcasts whatever it is given (the demo). ``secret`` may be changed
+while it runs (a password changed on the PBX side). The server records what it saw: ``logins``
+(username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
 
 Usage::
 
-    async with AmiServer(username="br", secret="s3cret", sessions=[Session(stream=...)]) as srv:
+    async with AmiServer(username="br", secret="s3cret", sessions=[AmiSession(stream=...)]) as srv:
         connector = AsteriskConnector(AsteriskConfig(..., port=srv.port, ...), sink)
 """
 
@@ -49,10 +59,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from blockradar.testing.writes import GARBAGE, pieces
+
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+TERMINATOR = b"\r\n\r\n"
 FULLY_BOOTED = (
     b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 5\r\nLastReload: 5\r\nStatus: Fully Booted\r\n\r\n"
 )
+GARBAGE_FRAME = GARBAGE + TERMINATOR
 
 
 def event_stream(recording: bytes, *, drop: Sequence[bytes] = (b"FullyBooted",)) -> bytes:
@@ -62,28 +76,40 @@ def event_stream(recording: bytes, *, drop: Sequence[bytes] = (b"FullyBooted",))
     """
     frames = []
     start = recording.find(b"\r\n") + 2 if recording.startswith(b"Asterisk Call Manager/") else 0
-    for frame in recording[start:].split(b"\r\n\r\n"):
+    for frame in recording[start:].split(TERMINATOR):
         if not frame.startswith(b"Event: "):
             continue
         name = frame[7:].split(b"\r\n", 1)[0]
         if name in drop:
             continue
-        frames.append(frame + b"\r\n\r\n")
+        frames.append(frame + TERMINATOR)
     return b"".join(frames)
 
 
 @dataclass
-class Session:
-    """What one client connection gets after a successful Login."""
+class AmiSession:
+    """What one client connection gets after a successful Login (see the module docstring)."""
 
     stream: bytes = b""
     chunk_sizes: Sequence[int] = ()
+    interval: float = 0.0  # seconds between pieces (chunk_sizes=(1,), interval=1.0: one byte a second)
+    frame_gap: float = 0.0  # seconds between frames
     cut_at: int | None = None
+    garbage_at: int | None = None  # stream bytes before ``garbage`` is written
+    garbage: bytes = GARBAGE_FRAME
     answer_ping: bool = True
     shutdown: bool | None = None  # None: no Shutdown; True/False: the Restart: value
     refuse_login: bool = False
     fully_booted: bool = True  # False: as for a user whose read= lacks the system class
-    frame_gap: float = 0.0  # seconds between frames
+    on_write: Callable[[int], None] | None = None  # called with a piece's index just before it is written
+
+    def script(self) -> bytes:
+        """The bytes this session writes after Login: the stream, cut, with its garbage."""
+        data = self.stream if self.cut_at is None else self.stream[: self.cut_at]
+        if self.garbage_at is not None:
+            at = min(self.garbage_at, len(data))
+            data = data[:at] + self.garbage + data[at:]
+        return data
 
 
 @dataclass
@@ -93,13 +119,21 @@ class LoginRecord:
     events: str
 
 
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while a frame is half written
+    logged_in: bool = False
+    streamer: asyncio.Task[None] | None = None  # writes the session's stream after Login
+
+
 @dataclass
 class AmiServer:
     """See the module docstring. Bind is 127.0.0.1 on a free port (``port`` after ``start``)."""
 
     username: str = "blockradar"
     secret: str = "s3cret-for-tests"
-    sessions: list[Session] = field(default_factory=lambda: [Session()])
+    sessions: list[AmiSession] = field(default_factory=lambda: [AmiSession()])
     auth_fail_delay: float = 1.0
     ssl_context: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
@@ -108,7 +142,7 @@ class AmiServer:
     pings: int = 0
     connections: int = 0
     _server: asyncio.base_events.Server | None = None
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _conns: set[_Connection] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _running: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -122,12 +156,18 @@ class AmiServer:
     def thaw(self) -> None:
         self._running.set()
 
-    async def push(self, data: bytes) -> None:
-        """Send event bytes to every open connection, as Asterisk queues an event for every session: held
-        while frozen, sent once thawed."""
+    async def push(self, data: bytes) -> int:
+        """Send event bytes to every logged-in session, between its frames, as Asterisk queues an event for
+        every session: held while frozen, sent once thawed. Returns how many sessions got them."""
         await self._running.wait()
-        for writer in list(self._writers):
-            writer.write(data)
+        sent = 0
+        for conn in list(self._conns):
+            if not conn.logged_in or conn.writer.is_closing():
+                continue
+            async with conn.lock:
+                conn.writer.write(data)
+            sent += 1
+        return sent
 
     async def __aenter__(self) -> AmiServer:
         await self.start()
@@ -153,8 +193,10 @@ class AmiServer:
 
     def drop_all(self) -> None:
         """Abort every open client connection (RST), like a crash or a broken link."""
-        for writer in list(self._writers):
-            writer.transport.abort()
+        for conn in list(self._conns):
+            conn.writer.transport.abort()
+            if conn.streamer is not None:
+                conn.streamer.cancel()  # it may hold the frame lock the handler waits for (a drip)
 
     async def close(self) -> None:
         self.drop_all()
@@ -181,12 +223,12 @@ class AmiServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._writers.add(writer)
+        conn = _Connection(writer)
+        self._conns.add(conn)
         index = self.connections
         self.connections += 1
         session = self.sessions[min(index, len(self.sessions) - 1)]
-        streamer: asyncio.Task[None] | None = None
-        lock = asyncio.Lock()  # replies go out between frames, never inside a streamed frame
+        lock = conn.lock  # replies go out between frames, never inside a streamed frame
         try:
             await self._running.wait()
             writer.write(BANNER)
@@ -198,7 +240,7 @@ class AmiServer:
                     return
                 await self._running.wait()
                 buffer += data
-                *actions, buffer = buffer.split(b"\r\n\r\n")
+                *actions, buffer = buffer.split(TERMINATOR)
                 for raw in actions:
                     action = _parse_action(raw)
                     verb = action.get("action", "").lower()
@@ -220,7 +262,8 @@ class AmiServer:
                         if session.fully_booted and events & {"system", "on", "all"}:
                             writer.write(FULLY_BOOTED)
                         await writer.drain()
-                        streamer = asyncio.create_task(self._stream(session, writer, lock))
+                        conn.logged_in = True
+                        conn.streamer = asyncio.create_task(self._stream(session, conn))
                     elif verb == "ping":
                         self.pings += 1
                         if session.answer_ping:
@@ -239,51 +282,60 @@ class AmiServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            if streamer is not None:
-                streamer.cancel()
+            if conn.streamer is not None:
+                conn.streamer.cancel()
                 with contextlib.suppress(BaseException):
-                    await streamer
-            self._writers.discard(writer)
+                    await conn.streamer
+            self._conns.discard(conn)
             writer.close()
             self._tasks.discard(task)
 
-    async def _stream(self, session: Session, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
-        data = session.stream if session.cut_at is None else session.stream[: session.cut_at]
-        sizes = list(session.chunk_sizes) or [len(data) or 1]
-        if session.frame_gap and not session.chunk_sizes:  # one frame per write, the gap between them
-            sizes = [len(frame) + 4 for frame in data.split(b"\r\n\r\n")[:-1]] or sizes
-        pos = 0
-        i = 0
+    async def _stream(self, session: AmiSession, conn: _Connection) -> None:
+        data = session.script()
+        sizes = session.chunk_sizes
+        if session.frame_gap and not sizes:  # one frame per write, the gap between them
+            sizes = [len(frame) + 4 for frame in data.split(TERMINATOR)[:-1]] or sizes
+        plan = pieces(data, chunk_sizes=sizes, interval=session.interval,
+                      frame_ends=lambda end: data[max(0, end - 4) : end] == TERMINATOR)
+        writer, lock = conn.writer, conn.lock
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        held = False  # the lock, while a frame is half written (a frozen server keeps it)
         try:
-            await lock.acquire()
             try:
-                while pos < len(data):
-                    if not self._running.is_set():
-                        lock.release()
-                        await self._running.wait()
+                for index, piece in enumerate(plan):
+                    delay = start + piece.due - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await self._running.wait()
+                    if writer.is_closing():
+                        return  # the client went away
+                    if not held:
                         await lock.acquire()
-                    size = max(1, sizes[i % len(sizes)])
-                    writer.write(data[pos : pos + size])
-                    pos += size
-                    i += 1
+                        held = True
+                    if session.on_write is not None:
+                        session.on_write(index)
+                    writer.write(piece.data)
                     await writer.drain()
-                    if data[max(0, pos - 4) : pos] == b"\r\n\r\n":
+                    if piece.boundary:
                         lock.release()  # a frame boundary: let a waiting reply out
+                        held = False
                         await asyncio.sleep(session.frame_gap)
-                        await lock.acquire()
             finally:
-                lock.release()
+                if held:
+                    lock.release()
             if session.cut_at is not None:
                 writer.transport.abort()
                 return
             if session.shutdown is not None:
                 restart = "True" if session.shutdown else "False"
-                writer.write(
-                    b"Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: "
-                    + restart.encode()
-                    + b"\r\n\r\n"
-                )
-                await writer.drain()
+                async with lock:
+                    writer.write(
+                        b"Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: "
+                        + restart.encode()
+                        + TERMINATOR
+                    )
+                    await writer.drain()
                 await asyncio.sleep(0.01)
                 writer.close()
         except ConnectionError:
