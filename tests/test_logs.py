@@ -43,3 +43,33 @@ def test_human_format(restore_root):
     logging.getLogger("blockradar.daemon").warning("link %s down", "pbx1")
     line = stream.getvalue().strip()
     assert line.endswith("WARNING blockradar.daemon: link pbx1 down")
+
+
+def test_what_gevent_would_print_goes_through_logging(capfd, caplog):
+    """A greenlet dying in the ESL thread's hub: one log record (in the log format), nothing raw on stderr."""
+    import threading
+
+    import gevent
+
+    from blockradar.connectors.freeswitch import log_gevent_errors
+
+    def boom() -> None:
+        raise ValueError("from a greenlet")
+
+    def thread_main() -> None:
+        hub = gevent.get_hub()
+        log_gevent_errors(hub, "fs-test")
+        try:
+            gevent.spawn(boom).join(timeout=5)
+        finally:
+            hub.destroy(destroy_loop=True)
+
+    with caplog.at_level(logging.ERROR, logger="blockradar"):
+        worker = threading.Thread(target=thread_main)
+        worker.start()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    records = [r for r in caplog.records if "(gevent)" in r.getMessage()]
+    assert [r.getMessage() for r in records] == ["fs-test: ValueError in Greenlet (gevent)"]
+    assert records[0].exc_info is not None and records[0].exc_info[0] is ValueError
+    assert "Traceback" not in capfd.readouterr().err

@@ -40,6 +40,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -76,6 +77,7 @@ RESOLVED = "resolved"
 NEW = "new"  # a notification's ``change`` for an alert announced for the first time
 
 CONTEXT_LABELS = ("trunk", "connector", "pbx")
+STATES_PER_WRITE = 32  # alert states written between two looks at the clock in a budgeted tick
 
 
 class AlertingConfig(BaseModel):
@@ -506,10 +508,10 @@ class AlertLifecycle:
         flushed = False
         try:
             with self.store.batch():
-                self.flush_state()
+                self.flush_state(deadline)
                 flushed = True
                 self._flush_due_groups(now, deadline, sent)
-                self.flush_state()
+                self.flush_state(deadline)
         except self.store.ERRORS:  # reported by the store: the notifications go out all the same
             if not flushed:
                 self._flush_due_groups(now, deadline, sent)
@@ -523,6 +525,11 @@ class AlertLifecycle:
             if deadline is not None and time.perf_counter() >= deadline:
                 break
         self._next_due_stale = True
+
+    @property
+    def state_pending(self) -> bool:
+        """Alert states wait to be written (a budgeted tick wrote only some)."""
+        return bool(self._dirty)
 
     def groups_due(self, now: float) -> bool:
         due = self.next_due()
@@ -572,10 +579,15 @@ class AlertLifecycle:
                 created_at=now,
                 unlisted=unlisted,
             )
+            announced = []
             for alert in firing:
                 if not alert.notified:
                     alert.notified = True
                     self._save(alert, None)
+                    announced.append(alert.fingerprint)
+            if announced and self.store is not None:
+                # with the notification, in its transaction: a restart never announces them as new again
+                self._persist(self.store.mark_notified, announced)
             group.last_sent_at = now
             self.notifications += 1
             self.emit(notification)
@@ -696,11 +708,27 @@ class AlertLifecycle:
             snap = previous[1]
         self._dirty[alert.fingerprint] = (alert, snap)
 
-    def flush_state(self) -> None:
-        """Write the alert states changed since the last flush (called by ``tick``)."""
+    def flush_state(self, deadline: float | None = None) -> None:
+        """Write the alert states changed since the last flush (called by ``tick``), the oldest first; with
+        a ``deadline`` (``time.perf_counter()``) only until it passes (a flood opens thousands of alerts a
+        second: their snapshots are written over several slices of the loop; ``state_pending`` says some
+        wait)."""
         if self.store is None or not self._dirty:
             return
-        dirty, self._dirty = self._dirty, {}
+        if deadline is None:
+            self._flush_states(deadline)
+            return
+        while self._dirty and time.perf_counter() < deadline:
+            self._flush_states(STATES_PER_WRITE)
+
+    def _flush_states(self, limit: int | None) -> None:
+        assert self.store is not None
+        if limit is None or len(self._dirty) <= limit:
+            dirty, self._dirty = self._dirty, {}
+        else:
+            dirty = {}
+            for fp in list(itertools.islice(self._dirty, limit)):
+                dirty[fp] = self._dirty.pop(fp)
         try:
             self._write_states(dirty)
         except self.store.ERRORS as exc:  # the disk is full or read-only: kept for the next flush (reported)
@@ -710,19 +738,11 @@ class AlertLifecycle:
 
     def _write_states(self, dirty: dict[str, tuple[Alert, AlertDict | None]]) -> None:
         assert self.store is not None
-        with self.store.batch():
-            for fp, (alert, snap) in dirty.items():
-                self.store.save_alert_state(
-                    fp,
-                    threshold=alert.threshold.name if alert.threshold else alert.labels.get("threshold", ""),
-                    labels=alert.labels,
-                    state=alert.state,
-                    started_at=alert.started_at,
-                    fired_at=alert.fired_at,
-                    resolved_at=alert.resolved_at,
-                    notified=alert.notified,
-                    snapshot=snap,
-                )
+        self.store.save_alert_states([
+            self.store.AlertStateRow(
+                fp, alert.threshold.name if alert.threshold else alert.labels.get("threshold", ""), alert.labels,
+                alert.state, alert.started_at, alert.fired_at, alert.resolved_at, alert.notified, snap)
+            for fp, (alert, snap) in dirty.items()])
 
     def restore(self) -> None:
         """Load what a previous run knew (groups, firing alerts, resolves not yet announced), before a
@@ -791,14 +811,21 @@ class AlertLifecycle:
 def _listed(firing: list[Alert], resolved: list[Alert], limit: int) -> tuple[list[Alert], list[Alert], dict[str, int]]:
     """The ``limit`` alerts a notification lists (new ones first, then resolves, then those still firing; most
     matching calls first), each list in its group order, and how many of each change are left out."""
-    rank = {id(a): (0 if not a.notified else 2, -a.matching) for a in firing}
-    rank.update({id(a): (1, -a.matching) for a in resolved})
-    chosen = {id(a) for a in heapq.nsmallest(limit, [*firing, *resolved], key=lambda a: rank[id(a)])}
-    unlisted = {NEW: 0, FIRING: 0, RESOLVED: 0}
-    for alert in firing:
-        if id(alert) not in chosen:
-            unlisted[FIRING if alert.notified else NEW] += 1
-    unlisted[RESOLVED] = sum(1 for a in resolved if id(a) not in chosen)
+    new = [a for a in firing if not a.notified]
+    told = [a for a in firing if a.notified] if len(new) < limit else []
+    by_calls = operator.attrgetter("matching")
+    chosen = set(map(id, heapq.nlargest(limit, new, key=by_calls)))
+    room = limit - len(chosen)
+    if room > 0:
+        chosen.update(map(id, heapq.nlargest(room, resolved, key=by_calls)))
+        room = limit - len(chosen)
+    if room > 0:
+        chosen.update(map(id, heapq.nlargest(room, told, key=by_calls)))
+    unlisted = {
+        NEW: sum(1 for a in new if id(a) not in chosen),
+        RESOLVED: sum(1 for a in resolved if id(a) not in chosen),
+        FIRING: len(firing) - len(new) - sum(1 for a in told if id(a) in chosen),
+    }
     return ([a for a in firing if id(a) in chosen], [a for a in resolved if id(a) in chosen],
             {change: n for change, n in unlisted.items() if n})
 

@@ -338,14 +338,28 @@ class HardenedInboundESL(InboundESL):
 
 
 _HANDOFF_POLL_S = 0.005  # how often a held-back reader looks for room
+_DRAIN_CHUNK = 8  # outcomes delivered between two looks at the clock
+
+
+def log_gevent_errors(hub: Any, name: str) -> None:
+    """Route what gevent would print to stderr (a greenlet that died, with its traceback) through logging
+    instead, so it is one record in the daemon's log format (JSON under ``--log-format json``)."""
+
+    def print_exception(context: Any, kind: Any, value: Any, tb: Any) -> None:
+        kind_name = getattr(kind, "__name__", str(kind))
+        where = type(context).__name__ if context is not None else "the gevent hub"
+        exc_info = (kind, value, tb) if isinstance(value, BaseException) else None
+        log.error("%s: %s in %s (gevent)", name, kind_name, where, exc_info=exc_info)
+
+    hub.print_exception = print_exception
 
 
 class OutcomeHandoff:
     """Outcomes from the link thread to the asyncio loop: bounded, batched, delivered in slices.
 
-    ``put`` runs in the link thread; ``drain`` runs in the loop thread and delivers at most
-    ``slice_size`` outcomes per call, scheduling itself again while more wait, so a burst of ten
-    thousand hangups never holds the loop for more than one slice. When the buffer is full, ``put``
+    ``put`` runs in the link thread; ``drain`` runs in the loop thread and delivers for at most
+    ``slice_s`` per call, scheduling itself again while more wait, so a burst of ten thousand hangups
+    never holds the loop for more than one slice. When the buffer is full, ``put``
     holds the link thread's reader (``wait_s`` at most, with the given ``sleep``: FreeSWITCH queues
     the events meanwhile) and only then drops, counted in ``dropped``.
     """
@@ -355,12 +369,12 @@ class OutcomeHandoff:
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[list[CallOutcome]], None],
         max_pending: int,
-        slice_size: int = 128,
+        slice_s: float = 0.002,
     ) -> None:
         self._loop = loop
         self._deliver = deliver
         self._max = max_pending
-        self._slice = slice_size
+        self._slice_s = slice_s
         self._pending: collections.deque[CallOutcome] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
@@ -398,17 +412,22 @@ class OutcomeHandoff:
         return True
 
     def drain(self) -> None:
-        """Deliver one slice (loop thread); while more wait, the next slice is scheduled after what the
-        loop has waiting."""
-        with self._lock:
-            pending = self._pending
-            batch = [pending.popleft() for _ in range(min(len(pending), self._slice))]
-            more = bool(pending)
-            self._scheduled = more
-        if batch:
-            self._deliver(batch)
-        if more:
-            self._loop.call_soon(self.drain)
+        """Deliver for one slice of the loop's time (loop thread); while more wait, the next slice is
+        scheduled after what the loop has waiting (a PBX read, a probe answer, an HTTP request)."""
+        deadline = time.perf_counter() + self._slice_s
+        pending = self._pending
+        while True:
+            with self._lock:
+                batch = [pending.popleft() for _ in range(min(len(pending), _DRAIN_CHUNK))]
+                more = bool(pending)
+                self._scheduled = more
+            if batch:
+                self._deliver(batch)
+            if not more:
+                return
+            if time.perf_counter() >= deadline:
+                self._loop.call_soon(self.drain)
+                return
 
     def drain_all(self) -> None:
         """Deliver everything pending at once (``close()``, once the link thread has stopped)."""
@@ -459,6 +478,7 @@ class FreeswitchConnector:
         self._last_frame = time.monotonic()
         self._wire_errors = 0
         self._truncated = 0
+        self._live: HardenedInboundESL | None = None  # the connection being watched (its framing counts live)
         self._heartbeats = 0
         self._sink_errors = 0
         self._delivered = 0
@@ -501,7 +521,9 @@ class FreeswitchConnector:
         snapshot = replace(self._health, extra=dict(self._health.extra))
         snapshot.dropped = handoff.dropped if handoff else 0
         snapshot.clock_skewed = self._guard.skewed
-        snapshot.parse_errors = self._wire_errors + stats.malformed + stats.errors
+        live = self._live
+        live_errors = live.framer.stats.malformed + live.framer.stats.oversized if live is not None else 0
+        snapshot.parse_errors = self._wire_errors + live_errors + stats.malformed + stats.errors
         snapshot.outcomes = stats.outcomes
         snapshot.numbers_kept_as_given = self._normalizer.numbers.kept_as_given
         snapshot.legs_skipped = dict(self._normalizer.legs.skipped)
@@ -542,6 +564,7 @@ class FreeswitchConnector:
 
     def _thread_main(self) -> None:
         hub = gevent.get_hub()  # this thread's own hub and loop
+        log_gevent_errors(hub, self.name)
         try:
             self._supervise()
         except BaseException as exc:  # report, never crash the interpreter
@@ -612,9 +635,13 @@ class FreeswitchConnector:
             redial.reset()
             self._set_state(LinkState.CONNECTED)
             log.info("%s: ESL connected to %s (%s)", self.name, where, cfg.subscription())
-            reason = self._watch(esl)
-            esl.teardown(graceful=self._stop.is_set())
-            self._count_wire(esl)
+            self._live = esl
+            try:
+                reason = self._watch(esl)
+                esl.teardown(graceful=self._stop.is_set())
+            finally:
+                self._count_wire(esl)
+                self._live = None
             if self._stop.is_set():
                 break
             wait = redial.next_delay()

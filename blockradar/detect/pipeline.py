@@ -306,7 +306,7 @@ class Pipeline:
             self._silences_loaded_at = now
             lifecycle.reload_silences(now)
         sent = lifecycle.tick(now, deadline)
-        self.behind = lifecycle.groups_due(now)
+        self.behind = lifecycle.groups_due(now) or (deadline is not None and lifecycle.state_pending)
         return sent
 
     def _rejudge(self, alert: Alert, now: float) -> None:
