@@ -1,5 +1,6 @@
 """Shared pieces of the fuzz suite: bounded, reproducible hypothesis settings, the recorded fixtures as
-seeds, byte mutations of them, and the one definition of a well-formed CallOutcome."""
+seeds, byte mutations of them, the one definition of a well-formed CallOutcome, and damaged YAML files with the
+one definition of a well-formed load error."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from blockradar.outcome import _TEXT_FIELDS, MAX_HEADERS, MAX_ID, MAX_TEXT, CallOutcome, iso
 from blockradar.redress import MAX_HEADER_CHARS, Redress
+from blockradar.yamlsource import Problem
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -155,3 +160,126 @@ def check_outcome(outcome: object, pbx: str) -> None:
     json.dumps(outcome.to_dict(), ensure_ascii=False)  # what the store writes
     for value in (outcome.started_at, outcome.ended_at):
         iso(value)
+
+
+# ------------------------------------------------------------------------------- YAML files
+
+# YAML that has broken a loader, or means something special to this one
+YAML_TOKENS = (
+    "!!int", "!!int 0x", "!!float", "!!float x", "!!timestamp", "!!timestamp x", "!!binary", "!!binary '@@'", "!!set",
+    "!!omap", "!!str", "!!null", "!!bool", "!!python/object:os.system", "!!map", "!!seq", "!foo", "2024-13-01",
+    "2024-02-30", "2001-12-14t21:59:43.10-05:00", "9" * 400, "9" * 5000, "1e400", ".nan", ".inf", "-.inf", "~",
+    "null", "yes", "on", "0x", "0b", "0o", "1:2:3", "1_000", "&a", "*a", "<<: {a: 1}", "? [a, b]", "? {a: 1}", "{",
+    "}", "[", "]", "- ", ": ", "\t", '"\\ud800"', '"\\0"', '"\\x85"', "'", '"', "${AMI_SECRET}", "${NOPE}",
+    "${X:-1}", "${EMPTY}", "$$", "${", "secret_file: nope", "password_file: /nonexistent/x", "url_file: ''",
+    "event_socket_conf: nope.xml", "%YAML 1.1", "%TAG ! x", "---", "...", "|", ">", "#", "\x00", "\ufeff", "\x85",
+    "\u2028", "\r", "\x1b", "-1", "0", "1h", "-5s", "30x", "rate: 2", "type: asterisk", "type: freeswitch",
+    "type: nope", "name: pbx1", "[" * 100, "- " * 70 + "x", "{a: " * 70,
+)
+# values that PyYAML or a validator has choked on
+YAML_VALUES = ("!!int", "!!int 0x", "!!float x", "!!timestamp x", "!!binary '@@'", "2024-13-01", "2024-02-30",
+               "9" * 400, "-" + "9" * 400, "9" * 5000, "1e400", ".nan", "-.inf", "~", "[]", "{}", "&a x", "*a", "'",
+               '"\\ud800"', '"\\0"', "${NOPE}", "-1", "0x", "[[[[", "? [a]", "!!set {a}", "!!omap [a]")
+FILE_LINE = re.compile(r"^(?P<file>.+?):(?P<line>[1-9][0-9]*):(?P<col>[1-9][0-9]*): ")
+
+
+def check_problems(problems: Sequence[Problem], file: str | None = None) -> None:
+    """Every problem a loader reports is one ``file:line:column: key: message`` line (a key or value holding a
+    newline must not start a line of its own), of ``file`` when given."""
+    for problem in problems:
+        assert isinstance(problem, Problem)
+        text = str(problem)
+        match = FILE_LINE.match(text)
+        assert match and (file is None or match["file"] == file), text
+        assert problem.line >= 1 and problem.column >= 1
+        assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+
+
+@st.composite
+def damaged_text(draw: st.DrawFn, seed: str) -> str:
+    """``seed`` with lines dropped, repeated, moved, re-indented or uncommented, and tokens put anywhere."""
+    lines = seed.splitlines()
+    for op, index, token in draw(st.lists(st.tuples(
+            st.sampled_from(("drop", "repeat", "move", "indent", "dedent", "uncomment", "token", "token", "value",
+                             "value", "value", "cut")),
+            st.integers(0, 10**6), st.sampled_from(YAML_TOKENS)), min_size=1, max_size=8)):
+        if not lines:
+            break
+        i = index % len(lines)
+        line = lines[i]
+        if op == "drop":
+            del lines[i]
+        elif op == "repeat":
+            lines.insert(i, line)
+        elif op == "move":
+            lines.insert(index // 7 % len(lines), lines.pop(i))
+        elif op == "indent":
+            lines[i] = " " * (index % 5) + line
+        elif op == "dedent":
+            lines[i] = line[index % 5 :]
+        elif op == "uncomment":
+            lines[i] = line.replace("# ", "", 1)
+        elif op == "token":
+            at = index % (len(line) + 1)
+            lines[i] = line[:at] + token + line[at:]
+        elif op == "value":
+            keyed = [j for j, text in enumerate(lines) if ": " in text and not text.lstrip().startswith("#")]
+            if keyed:
+                j = keyed[index % len(keyed)]
+                lines[j] = lines[j].partition(": ")[0] + ": " + YAML_VALUES[index % len(YAML_VALUES)]
+        elif op == "cut":
+            lines[i] = line[: index % (len(line) + 1)]
+    return "\n".join(lines) + draw(st.sampled_from(("\n", "", "\r\n")))
+
+
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.sampled_from([10**400, -(10**400), 2**1024, 10**4000]), st.floats(),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=20), st.dates(),
+    st.sampled_from(["", "30s", "-1s", "1e400", "2h30m", "0", "asterisk", "freeswitch", "slack", "email", "webhook",
+                     "${AMI_SECRET}", "${NOPE}", "127.0.0.1:9464", ":99999", "a:" + "9" * 5000, "US", "XX", "human",
+                     "caller_number", "trunk", "analytics_block", "high", "critical", "x" * 2000]),
+)
+yaml_values = st.recursive(
+    yaml_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                          st.dictionaries(st.one_of(st.text(max_size=10), st.integers()), inner,
+                                                          max_size=4)),
+    max_leaves=12)
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path of a parsed document, the document itself included."""
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += paths(value, (*prefix, index))
+    return found
+
+
+def lookup(node: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        node = node[part]
+    return node
+
+
+def replaced(node: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(node, dict):
+        return {**node, head: replaced(node[head], rest, value)}
+    return [replaced(item, rest, value) if i == head else item for i, item in enumerate(node)]
+
+
+@st.composite
+def restructured(draw: st.DrawFn, seed: str) -> str:
+    """``seed`` parsed, with one to three values (or keys' whole subtrees) replaced by random YAML, dumped again."""
+    data = yaml.safe_load(seed)
+    for _ in range(draw(st.integers(1, 3))):
+        every = paths(data)
+        leaves = [p for p in every if not isinstance(lookup(data, p), dict | list)]
+        path = draw(st.sampled_from(leaves if draw(st.integers(0, 3)) else every))  # mostly one value
+        data = replaced(data, path, draw(yaml_values if draw(st.booleans()) else yaml_scalars))
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
