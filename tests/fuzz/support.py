@@ -28,7 +28,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 def fuzz(max_examples: int) -> settings:
     """A bounded property: a fixed number of examples, the same ones on every run (derandomized), no
     example database written into the checkout, no per-example deadline (a loaded 2-core CI machine would
-    flake; each test carries a pytest timeout instead)."""
+    flake; each test carries a pytest timeout instead). ``FUZZ_NO_SHRINK=1`` reports the first failing example as
+    generated, at once (a debugging aid)."""
     return settings(
         max_examples=max_examples,
         phases=[Phase.explicit, Phase.generate] if os.environ.get("FUZZ_NO_SHRINK") else tuple(Phase),
