@@ -92,6 +92,34 @@ def test_framing_does_not_depend_on_the_read_sizes(data, stream: bytes, max_body
         assert framer.stats.frames == len(whole.frames)
 
 
+header_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp", "Zs")), min_size=1,
+                      max_size=10)
+envelope = st.dictionaries(st.sampled_from(["Reply-Text", "Event-Name", "Job-UUID", "X-A", "Content-Disposition"]),
+                           header_text, max_size=3)
+
+
+@pytest.mark.timeout(60)
+@fuzz(200)
+@given(data=st.data(), frames=st.lists(st.tuples(st.sampled_from([EVENT_PLAIN, EVENT_JSON, "command/reply"]), envelope,
+                                                 st.binary(max_size=40), st.booleans()), max_size=8),
+       max_body=st.sampled_from([8, 64]))
+def test_a_well_formed_stream_gives_back_its_frames_in_any_reads(data, frames, max_body: int):
+    """Frames written as FreeSWITCH writes them (envelope, ``Content-Length`` when there is a body), cut anyhow:
+    exactly those frames come back, in order, but for the bodies past the bound, which are skipped and counted."""
+    stream, expected = b"", []
+    for ctype, headers, body, stray in frames:
+        headers = {"Content-Type": ctype, **headers}
+        if body:
+            headers["Content-Length"] = str(len(body))
+        stream += b"\n" * stray + "".join(f"{k}: {v}\n" for k, v in headers.items()).encode() + b"\n" + body
+        if len(body) <= max_body:
+            expected.append(EslFrame(headers, body))
+    framer = EslFramer(max_body_bytes=max_body)
+    fed = Fed(framer, data.draw(chunked(stream, max_size=24)))
+    assert fed.error is None and fed.frames == expected
+    assert framer.stats.oversized == len(frames) - len(expected) and framer.pending_bytes == 0
+
+
 @pytest.mark.timeout(60)
 @fuzz(100)
 @given(data=st.data(), index=st.integers(0, 15))

@@ -145,13 +145,14 @@ def test_any_pack_names_load_or_are_refused(specs: list[str]):
 
 def test_hostile_regexes_and_pack_names_are_refused_with_file_and_line(rule_path: Path) -> None:
     """Found by the fuzz suite: Python's ``re`` raised RecursionError on parentheses nested 3,000 deep and
-    OverflowError on ``a{99999999999}`` (not ``re.error``), and a pack name with a NUL byte raised ValueError
-    (not OSError), each out of ``build_ruleset``."""
+    OverflowError on ``a{99999999999}`` (not ``re.error``), a pack name too long for the file system raised OSError
+    (from ``Path.exists``) and one with a NUL byte ValueError, each out of ``build_ruleset``."""
     for regex in ("(" * 3000 + ")" * 3000, "a{99999999999}"):
         rule = {"name": "r", "source": "s", "category": "x", "match": {"sip_phrase": regex}}
         rule_path.write_text(yaml.safe_dump({"version": 1, "categories": {"x": {}}, "rules": [rule]}))
         ruleset, report = build_ruleset([str(rule_path)])
         assert ruleset is None and [str(p).split(": ")[0] for p in report.errors] == [f"{rule_path}:6:5"]
         assert "regular expression does not compile" in str(report.errors[0])
-    ruleset, report = build_ruleset(["default", "x\x00y"])
-    assert ruleset is None and len(report.errors) == 1 and str(report.errors[0]).startswith("x\\x00y:1:1: ")
+    ruleset, report = build_ruleset(["default", "x\x00y", "a" * 5000])
+    assert ruleset is None and [str(p)[:12] for p in report.errors] == ["aaaaaaaaaaaa", "x\\x00y:1:1: "]
+    assert "cannot read file: File name too long" in str(report.errors[0])
