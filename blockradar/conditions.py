@@ -117,6 +117,9 @@ class LinearRegex:
             re.compile(pattern)  # Python's message for plain syntax errors is the clearer one
         except re.error as exc:
             raise ValueError(f"regular expression does not compile: {exc}") from None
+        except (OverflowError, RecursionError):  # a{99999999999}; "(" nested thousands deep (found by tests/fuzz)
+            raise ValueError("regular expression does not compile: a repeat count too large or nested too deep") \
+                from None
         try:
             self._compiled = re2.compile(pattern, options)
         except re2.error as exc:

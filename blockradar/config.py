@@ -289,7 +289,7 @@ def _expand(node: Any, path: KeyPath, doc: YamlDocument, env: Mapping[str, str],
                 secret_path = base_dir / secret_path
             try:
                 out[target] = secret_path.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
+            except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL byte in the name (tests/fuzz)
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
                 problems.append(doc.problem(child, f"cannot read secret file {file_name}: {reason}"))
             continue
@@ -317,7 +317,7 @@ def _read_event_socket_conf(node: dict[Any, Any], conf: Any, path: KeyPath, doc:
     file = Path(conf) if Path(conf).is_absolute() else base_dir / conf
     try:
         root = ElementTree.fromstring(file.read_bytes()[:1_000_000])
-    except (OSError, ElementTree.ParseError) as exc:
+    except (OSError, ValueError, ElementTree.ParseError) as exc:  # ValueError: a NUL byte in the name (tests/fuzz)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problems.append(doc.problem(path, f"cannot read {conf}: {reason}"))
         return

@@ -20,7 +20,10 @@ def parse_duration(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int past float's range: 400 digits in a config (found by tests/fuzz)
+            raise ValueError("not a duration: too large") from None
     else:
         text = str(value).strip().lower().replace(" ", "")
         if not text:

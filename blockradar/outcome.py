@@ -28,6 +28,11 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 MAX_TEXT = 512  # numbers, names, phrases, reasons, trunk names
 MAX_ID = 128  # call ids: longer ones keep a prefix and a digest of the whole, so they stay distinct
 MAX_HEADERS = 16
+# A value outside these is not known, so it is None (tests/fuzz: "TechCause: 700", a 20-digit Q.850 cause, a 20-digit
+# Event-Date-Timestamp and "Timestamp: inf" came out as they were; SQLite and the store's to_dict cannot write some).
+SIP_CODES = range(100, 700)  # a SIP status code (RFC 3261: 3 digits, classes 1xx to 6xx)
+Q850_CAUSES = range(128)  # a Q.850 cause value (7 bits)
+MAX_TIME = 253_402_300_799.0  # the last second of year 9999: the latest time (and duration) iso() can write
 _TEXT_FIELDS = ("caller_number", "caller_name", "callee_number", "trunk", "sip_phrase", "reason", "pbx_cause",
                 "call_info", "caller_number_raw", "callee_number_raw", "connector")
 
@@ -41,8 +46,17 @@ def bounded_id(text: str) -> str:
 
 
 def bounded(outcome: CallOutcome) -> CallOutcome:
-    """The outcome with every text field within its bound (the same object when it already is)."""
+    """The outcome with every text field within its bound and every number in its range, else None (the same
+    object when it already is)."""
     changes: dict[str, Any] = {}
+    if outcome.sip_code is not None and outcome.sip_code not in SIP_CODES:
+        changes["sip_code"] = None
+    if outcome.q850_cause is not None and outcome.q850_cause not in Q850_CAUSES:
+        changes["q850_cause"] = None
+    for name in ("started_at", "ended_at", "talk_s"):
+        value = getattr(outcome, name)
+        if value is not None and not 0 <= value <= MAX_TIME:  # nan and inf included
+            changes[name] = None
     if len(outcome.call_id) > MAX_ID:
         changes["call_id"] = bounded_id(outcome.call_id)
     for name in _TEXT_FIELDS:

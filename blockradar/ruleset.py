@@ -50,8 +50,11 @@ def resolve_rule_path(spec: str) -> tuple[Path, str]:
     bundled = bundled_rules_dir()
     name = spec[:-5] if spec.endswith(".yaml") else spec
     candidate = bundled / f"{name}.yaml"
-    if not Path(spec).exists() and candidate.is_file():
-        return candidate, f"rules/{name}.yaml"
+    try:
+        if not Path(spec).exists() and candidate.is_file():
+            return candidate, f"rules/{name}.yaml"
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte (tests/fuzz): not bundled
+        pass
     return Path(spec), spec
 
 
@@ -352,7 +355,7 @@ def build_ruleset(specs: Sequence[str] | None = None) -> tuple[RuleSet | None, L
         path, _ = resolve_rule_path(spec)
         try:
             resolved = path.resolve()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the name
             resolved = path
         if resolved in seen_paths:
             continue

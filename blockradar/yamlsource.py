@@ -43,6 +43,20 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's constructors raise plain exceptions on values they cannot convert (found by tests/fuzz: ``!!int``
+        alone, IndexError; ``2024-13-01``, ``!!float x``, 5,000 digits, ValueError; ``!!timestamp x``, AttributeError):
+        each is a YAML error at the value's position."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            kind = str(node.tag).rpartition(":")[2] or "value"
+            detail = f" ({exc})" if isinstance(exc, ValueError) else ""  # "month must be in 1..12"; others say nothing
+            problem = f"not a valid {kind}{detail}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -56,7 +70,9 @@ class Problem:
     def __str__(self) -> str:
         label = "" if self.severity == "error" else f"{self.severity}: "
         key = self.key_path or "(document)"
-        return f"{self.file}:{self.line}:{self.column}: {label}{key}: {self.message}"
+        text = f"{self.file}:{self.line}:{self.column}: {label}{key}: {self.message}"
+        # one line: a file name, key or value holding a newline must not print a line of its own (tests/fuzz)
+        return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class YamlError(Exception):
@@ -128,6 +144,11 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlError([Problem(file, line, column, "", f"not valid YAML: {exc.problem or exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: its own position, not "1:1 ... position 5186"
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise YamlError([Problem(file, line, column, "", f"not valid YAML: unacceptable character "
+                                                         f"#x{exc.character:04x}: {exc.reason}")]) from None
     except yaml.YAMLError as exc:
         raise YamlError([Problem(file, 1, 1, "", f"not valid YAML: {exc}")]) from None
     marks: dict[KeyPath, tuple[int, int]] = {}
@@ -153,4 +174,6 @@ def load_yaml(path: str | Path, display_name: str | None = None) -> YamlDocument
         raise YamlError([Problem(name, 1, 1, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     except OSError as exc:
         raise YamlError([Problem(name, 1, 1, "", f"cannot read file: {exc.strerror or exc}")]) from None
+    except ValueError as exc:  # a NUL byte in the name (tests/fuzz)
+        raise YamlError([Problem(name, 1, 1, "", f"cannot read file: {exc}")]) from None
     return parse_yaml(text, name)

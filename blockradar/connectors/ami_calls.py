@@ -68,7 +68,7 @@ from blockradar.clock import EventTimeGuard
 from blockradar.connectors.ami_wire import AmiFramer, header_value, is_response, parse_frame, peek_event
 from blockradar.connectors.legs import LegSelector, LegVerdict
 from blockradar.numbers import NumberPlan
-from blockradar.outcome import CallOutcome, bounded
+from blockradar.outcome import MAX_TIME, CallOutcome, bounded
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ class RecordingEventTime:
         self._cache: dict[bytes, float | None] = {}
 
     def _see(self, ts: float | None) -> None:
-        if ts is not None and (self.latest is None or ts > self.latest):
+        # a hint that is no time at all ("Timestamp: nan", "inf", 1e300) would stop this clock for good
+        if ts is not None and 0 <= ts <= MAX_TIME and (self.latest is None or ts > self.latest):
             self.latest = ts
 
     def time_of(self, event: dict[str, str], received_at: float | None) -> float | None:

@@ -187,8 +187,10 @@ class EslFramer:
                 frames.append(EslFrame(headers))
                 pos = body_start
                 continue
-            # ASCII digits only: "²".isdigit() is true and int("²") raises (the audit killed the reader so)
-            length = int(length_text) if length_text.isascii() and length_text.isdigit() else -1
+            # ASCII digits only: "²".isdigit() is true and int("²") raises (the audit killed the reader so); and
+            # not thousands of them: int() refuses more than 4,300 digits (ValueError; found by tests/fuzz)
+            length = (int(length_text) if length_text.isascii() and length_text.isdigit() and len(length_text) <= 18
+                      else -1)
             if length < 0:
                 self.stats.malformed += 1
                 self._buf = b""
@@ -437,10 +439,12 @@ def parse_json_event(body: bytes) -> dict[str, str] | None:
     """A ``text/event-json`` body as a dict of strings, or None when it is not a JSON object."""
     try:
         data = json.loads(body)
+    except RecursionError:  # nested deeper than the parser's stack (found by tests/fuzz): not an event
+        return None
     except (ValueError, UnicodeDecodeError):
         try:
             data = json.loads(body.decode("utf-8", "replace"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(data, dict):
         return None
