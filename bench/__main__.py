@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ami, engine, esl, latency, memory
+from bench import ami, engine, esl, latency, load, memory
 from bench.report import environment, json_line, judge, median, table
 from bench.streams import ami_stream, esl_stream
 
@@ -27,6 +27,10 @@ class Sizes:
     memory_total: int
     memory_numbers: int
     latency_s: float
+    burst_events: int = load.BURST_EVENTS
+    flood_numbers: int = load.FLOOD_NUMBERS
+    tick_alerts: int = engine.TICK_ALERTS
+    tick_seconds: int = engine.TICK_SECONDS
 
 
 # --quick keeps the full memory figure (100k -> 1M, ~20 s: a scaled-down one hides the growth) and
@@ -82,9 +86,28 @@ def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
     result.update(
         engine_outcomes_per_s=median(eng["steady"]),
         engine_cold_outcomes_per_s=median(eng["cold"]),
-        engine_tick_ms=median(eng["tick_ms"]),
+        engine_tick_all_due_ms=median(eng["tick_ms"]),
         engine_alerts_live=eng["alerts_live"],
     )
+
+    ticks = engine.measure_ticks(progress, sizes.tick_alerts, sizes.tick_seconds)
+    result.update(
+        tick_ms_10k_alerts=ticks["slice_max_ms"],
+        tick_slice_p99_ms=ticks["slice_p99_ms"],
+        tick_total_max_ms=ticks["tick_max_ms"],
+        tick_alerts_live=ticks["alerts_live"],
+        tick_gc_pause_max_ms=ticks["gc_pause_max_ms"],
+    )
+    progress(f"ticks: longest slice {ticks['slice_max_ms']:.1f} ms (p99 {ticks['slice_p99_ms']:.1f} ms), "
+             f"{ticks['alerts_live']:,} live alerts")
+
+    burst = load.measure_burst(progress, sizes.burst_events)
+    result.update(loop_lag_p99_ms=burst["lag_p99_ms"], loop_lag_max_ms=burst["lag_max_ms"],
+                  loop_lag_p50_ms=burst["lag_p50_ms"], burst_events=burst["events"], burst_lost=burst["lost"])
+    flood = load.measure_flood(progress, sizes.flood_numbers)
+    result.update(flood_numbers=sizes.flood_numbers, flood_dropped=flood["dropped"] + flood["lost"],
+                  flood_held_back=flood["held_back"], flood_loop_lag_p99_ms=flood["lag_p99_ms"],
+                  flood_loop_lag_max_ms=flood["lag_max_ms"], flood_seconds=flood["seconds"])
 
     progress(f"memory: {sizes.memory_total:,} outcomes over {sizes.memory_numbers:,} numbers (fresh process)")
     mem = memory.measure(sizes.memory_total, sizes.memory_numbers)

@@ -66,7 +66,7 @@ PRUNE_EVERY_S = 3600.0
 PRUNE_ROWS_PER_SLICE = 5000  # old outcomes deleted per slice of the loop (a day of calls is many rows)
 # the most one slice of a tick may block the event loop: more work due (a mass expiry of alerts, groups
 # to flush) goes on in the next slice, after the loop has served the PBX reads and probes waiting
-TICK_SLICE_S = 0.005
+TICK_SLICE_S = 0.002
 SHUTDOWN_FLUSH_S = 10.0
 # outcomes kept in memory while the store cannot be written (disk full): written once it can; beyond
 # this the oldest are let go, counted (the windows and alerts have them already)

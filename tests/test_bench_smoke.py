@@ -23,9 +23,11 @@ from blockradar.connectors.esl_wire import EslFramer, event_name
 REQUIRED_KEYS = {
     "ami_events_per_s", "ami_vs_panoramisk", "esl_events_per_s", "esl_vs_greenswitch", "engine_outcomes_per_s",
     "rss_growth_100k_to_1m", "bytes_per_key", "alert_latency_p99_ms", "python", "cpu", "commit", "targets",
+    "loop_lag_p99_ms", "flood_dropped", "tick_ms_10k_alerts",
 }
 TINY = bench_main.Sizes(repeats=1, ami_calls=30, esl_calls=20, engine_steady=3000, memory_total=6000,
-                        memory_numbers=1500, latency_s=0.5)
+                        memory_numbers=1500, latency_s=0.5, burst_events=300, flood_numbers=500, tick_alerts=200,
+                        tick_seconds=5)
 
 
 def _positive(value: object) -> bool:
@@ -62,8 +64,11 @@ def tiny_result() -> dict[str, object]:
 def test_every_figure_is_measured_and_sane(tiny_result: dict[str, object]) -> None:
     for key in ("ami_events_per_s", "panoramisk_events_per_s", "ami_vs_panoramisk", "esl_events_per_s",
                 "greenswitch_events_per_s", "esl_vs_greenswitch", "engine_outcomes_per_s",
-                "engine_cold_outcomes_per_s", "rss_growth_100k_to_1m", "bytes_per_key", "alert_latency_p99_ms"):
+                "engine_cold_outcomes_per_s", "rss_growth_100k_to_1m", "bytes_per_key", "alert_latency_p99_ms",
+                "tick_ms_10k_alerts", "loop_lag_p99_ms", "flood_loop_lag_p99_ms"):
         assert _positive(tiny_result[key]), (key, tiny_result[key])
+    assert tiny_result["flood_dropped"] == 0 and tiny_result["burst_lost"] == 0  # every outcome got through
+    assert tiny_result["tick_alerts_live"] >= 200
     assert tiny_result["alert_latency_samples"] == tiny_result["alert_latency_expected"] == 10
     assert tiny_result["alert_latency_p50_ms"] <= tiny_result["alert_latency_p99_ms"]  # type: ignore[operator]
     assert tiny_result["memory_outcomes"] == 6000 and tiny_result["memory_numbers"] == 1500
@@ -88,9 +93,11 @@ def test_main_prints_the_table_then_the_json_line_last(
 
 def test_targets_are_judged_on_their_bounds() -> None:
     good = {"ami_vs_panoramisk": 1.5, "esl_vs_greenswitch": 2.0, "engine_outcomes_per_s": 200_000.0,
-            "rss_growth_100k_to_1m": 1.1, "alert_latency_p99_ms": 100.0}
+            "rss_growth_100k_to_1m": 1.1, "alert_latency_p99_ms": 100.0, "loop_lag_p99_ms": 10.0,
+            "flood_loop_lag_p99_ms": 9.0, "flood_dropped": 0, "tick_ms_10k_alerts": 20.0}
     assert set(judge(good).values()) == {"PASS"}
     bad = {"ami_vs_panoramisk": 1.49, "esl_vs_greenswitch": float("nan"), "engine_outcomes_per_s": 199_999.0,
-           "rss_growth_100k_to_1m": 1.11}
+           "rss_growth_100k_to_1m": 1.11, "loop_lag_p99_ms": 10.1, "flood_loop_lag_p99_ms": 11.0, "flood_dropped": 1,
+           "tick_ms_10k_alerts": 20.5}
     assert set(judge(bad).values()) == {"FAIL"}  # a missing or NaN figure fails too
     assert json.loads(json_line({"x": float("nan")})) == {"x": None}

@@ -119,7 +119,7 @@ class FreeswitchConfig:
     connect_timeout_s: float = 5.0  # TCP connect + auth/request + auth reply
     command_timeout_s: float = 5.0  # any command reply
     stop_timeout_s: float = 5.0  # how long close() waits for the link thread
-    max_pending: int = 10_000  # outcomes waiting for the asyncio loop
+    max_pending: int = 10_000  # outcomes waiting for the asyncio loop (then the reader waits: backpressure)
     # a full hand-off holds the reader this long (FreeSWITCH queues the events meanwhile), then drops, counted
     handoff_wait_s: float = 10.0
     clock_skew_tolerance_s: float = 5.0
