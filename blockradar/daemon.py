@@ -7,11 +7,13 @@ Lifecycle:
   resolves on a link not yet watched), restore alert state and rebuild the windows from stored
   outcomes (so a restart neither forgets a problem nor pages again), start the outbox workers, the
   HTTP endpoints and the connectors.
-* a ticker (1 s) judges live alerts, flushes due alert groups, writes buffered outcomes, watches
-  connector health (self-alerts, link up/down and proof of life for the lifecycle) and prunes old rows.
-* One truth on disk: buffered outcomes, the alert states they changed and the notifications they
-  caused are committed in one transaction (``_commit``), so ``kill -9`` can lose the last second of
-  outcomes only together with what they caused, never leave an alert without its evidence.
+* a ticker (1 s) judges the live alerts that are due, flushes due alert groups, watches connector
+  health (self-alerts, link up/down and proof of life for the lifecycle) and prunes old rows, in
+  slices of at most ``TICK_SLICE_S`` so the event loop keeps serving the PBX links meanwhile.
+* Outcomes go to the store on a thread of their own (``outcomewriter``): the event loop never waits
+  for an insert or an fsync per call. One truth on disk: before alert states or notifications are
+  committed (``_commit``), every outcome queued so far is written, so ``kill -9`` can lose the last
+  moment of outcomes but never leaves an alert without its evidence.
 * ``reload()`` (SIGHUP): every connector waiting to retry its PBX retries at once (the operator may
   just have fixed a password on the PBX side); then re-read the config file: a bad rule or threshold
   keeps the old ones running, logs why and raises a self-alert; a good one is swapped in atomically,
@@ -49,19 +51,17 @@ from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.looplag import LoopLagMonitor
 from blockradar.metrics import HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
+from blockradar.outcomewriter import OutcomeWriter
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
-from blockradar.store import STORE_ERRORS, OutcomeRow, Store, StoreError, StoreLock, outcome_row
+from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock, outcome_row
 from blockradar.web import HttpServer, build_app
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-OUTCOME_FLUSH_ROWS = 250  # the store commits with fsync: write outcomes in batches (~1.5 ms of the loop each)
-# outcomes reach the disk this soon after they arrive (one fsync per batch): a kill -9 loses at most
-# this much besides what is still in the socket (live lab: 1 s batches lost 2 calls that had ended)
-OUTCOME_COMMIT_DELAY_S = 0.05
-OUTCOME_WRITE_MAX = 500  # outcomes written per batch (after an outage of the store: what waited, in slices)
-OUTCOME_PROBE_ROWS = 100  # written per second while the store fails: does it work again?
+# before alert work is committed, the outcomes queued so far are written (by the writer thread): how long
+# the loop waits for that at most (a commit takes a few ms; a stalled disk must not stop alerting)
+OUTCOMES_WRITTEN_WAIT_S = 2.0
 PRUNE_EVERY_S = 3600.0
 PRUNE_ROWS_PER_SLICE = 5000  # old outcomes deleted per slice of the loop (a day of calls is many rows)
 # the most one slice of a tick may block the event loop: more work due (a mass expiry of alerts, groups
@@ -73,7 +73,7 @@ SHUTDOWN_FLUSH_S = 10.0
 MAX_UNSTORED_OUTCOMES = 50_000
 STORE_RECOVERED_AFTER_S = 5.0
 GC_THAW_EVERY_S = 6 * 3600.0
-GIL_SWITCH_S = 0.001  # writes succeed this long with none failing: the store works again
+GIL_SWITCH_S = 0.0005  # writes succeed this long with none failing: the store works again
 
 
 class StartupError(Exception):
@@ -116,10 +116,8 @@ class Daemon:
         self.sink_errors = 0
         # while the store cannot be written: {"error", "since", "failed_at" (the latest), "failed_writes"}
         self.store_failure: dict[str, Any] | None = None
-        self.unstored_dropped = 0
-        self._pending: list[OutcomeRow] = []  # outcomes waiting to be written, as store rows
-        self._commit_timer: asyncio.TimerHandle | None = None
-        self._commit_now = False  # the timer is a zero-delay one: a full batch waits
+        self.writer: OutcomeWriter | None = None  # outcomes to the store, on its own thread
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._store_lock: StoreLock | None = None  # one daemon per store
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -152,6 +150,11 @@ class Daemon:
             raise StartupError(f"{self.loaded.path}: store: cannot open {store_path}: {exc}") from None
         self.store.on_write_error = self._store_write_failed
         self.store.on_write_ok = self._store_write_ok
+        self._loop = asyncio.get_running_loop()
+        self.writer = OutcomeWriter(store_path, on_error=lambda exc: self._from_writer(self._store_write_failed, exc),
+                                    on_ok=lambda: self._from_writer(self._store_write_ok),
+                                    max_unstored=MAX_UNSTORED_OUTCOMES, retry_s=TICK_S)
+        self.writer.start()
         try:
             self.ruleset = load_ruleset(config.rules)
         except RuleSetError as exc:
@@ -221,83 +224,45 @@ class Daemon:
                 self.selfhealth.observe([c.health() for c in self.connectors if c.name == outcome.connector], now)
             lifecycle.link_alive(outcome.connector, now)
             cls = pipeline.process(outcome)
-            self._pending.append(outcome_row(outcome, cls))
+            assert self.writer is not None
+            self.writer.add(outcome_row(outcome, cls))
             due = pipeline.next_due()
             if due is not None and due <= now:  # group_wait 0 means now, not at the next tick
                 self._commit(lambda: pipeline.flush_due(now))
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:
                 self._on_outcome(outcome, cls)
-            if len(self._pending) >= OUTCOME_FLUSH_ROWS and self.store_failure is None:
-                if not self._commit_now:  # a full batch: written in a callback of its own, right after this one
-                    self._schedule_outcome_commit(now=True)
-            elif self._commit_timer is None:
-                self._schedule_outcome_commit()
         except Exception:
             self.sink_errors += 1
             log.exception("failed to process an outcome of connector %s (call %s)", outcome.connector,
                           outcome.call_id)
 
-    def _schedule_outcome_commit(self, *, now: bool = False) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # driven without a loop (a test, a replay): write at once
-            self._flush_outcomes()
-            return
-        if self._commit_timer is not None:
-            self._commit_timer.cancel()
-        delay = 0.0 if now else OUTCOME_COMMIT_DELAY_S if self.store_failure is None else TICK_S
-        self._commit_now = now
-        self._commit_timer = loop.call_later(delay, self._commit_outcomes_soon)
-
-    def _commit_outcomes_soon(self) -> None:
-        self._commit_timer = None
-        self._commit_now = False
-        self._flush_outcomes()
-
-    def _flush_outcomes(self) -> None:
-        if not self._pending or self.store is None:
-            return
-        # while the store fails, one small batch per second finds out whether it works again; after that,
-        # what waited is written in bounded batches, so the loop is never held by one huge insert
-        limit = OUTCOME_PROBE_ROWS if self.store_failure is not None else OUTCOME_WRITE_MAX
-        batch, self._pending = self._pending[:limit], self._pending[limit:]
-        try:
-            self.store.add_outcome_rows(batch)
-        except STORE_ERRORS:  # reported by the store (once per episode); written with a later batch
-            self._keep_unstored(batch)
-        if self._pending and self._commit_timer is None:
-            self._schedule_outcome_commit()
-
-    def _keep_unstored(self, batch: list[OutcomeRow]) -> None:
-        pending = batch + self._pending
-        excess = len(pending) - MAX_UNSTORED_OUTCOMES
-        if excess > 0:
-            self.unstored_dropped += excess
-            del pending[:excess]
-        self._pending = pending
-
     def _commit(self, work: Callable[[], Any]) -> Any:
-        """Buffered outcomes and what ``work`` changes (alert states, groups, outbox rows) in one
-        transaction: on disk, an alert transition or a notification never exists without its outcomes.
-        When the store cannot be written the work is done all the same (alerts are judged in memory,
-        notifications sent from memory) and the outcomes wait in memory for the next commit."""
-        assert self.store is not None
-        waiting = self._pending
+        """What ``work`` changes (alert states, groups, outbox rows) in one transaction, after every outcome
+        queued so far is written (the writer thread): on disk, an alert transition or a notification never
+        exists without its outcomes. When the store cannot be written the work is done all the same
+        (alerts are judged in memory, notifications sent from memory)."""
+        assert self.store is not None and self.writer is not None
+        if self.writer.pending:
+            self.writer.wait_written(OUTCOMES_WRITTEN_WAIT_S)
         started = False
         try:
             with self.store.batch():
                 started = True
-                self._flush_outcomes()
                 return work()
-        except STORE_ERRORS:  # reported by the store; rolled back, so what it wrote waits again
-            self._pending = waiting
+        except STORE_ERRORS:  # reported by the store
             if started:
                 return None
         try:  # not even a transaction could begin (a read-only store): the alert work is done all the same
             return work()
         except STORE_ERRORS:
             return None
+
+    def _from_writer(self, callback: Callable[..., None], *args: Any) -> None:
+        """The outcome writer's thread reports to the loop thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback, *args)
 
     def _store_write_failed(self, exc: BaseException) -> None:
         """The store refused a write: one ERROR and one self-alert per episode, not one per write."""
@@ -327,7 +292,7 @@ class Daemon:
         self.store_failure = None
         log.warning("store %s is written again after %.0f s (%d failed write(s)); %d outcome(s) kept in memory are "
                     "being written", self.config.store, now - failure["since"], failure["failed_writes"],
-                    len(self._pending))
+                    self.writer.pending if self.writer else 0)
         if self.selfhealth is not None:
             self.selfhealth.store_ok(str(self.config.store), now)
 
@@ -527,9 +492,8 @@ class Daemon:
             await self.outbox.stop()
         if self.http is not None:
             await self.http.close()
-        if self._commit_timer is not None:
-            self._commit_timer.cancel()
-            self._commit_timer = None
+        if self.writer is not None:
+            self.writer.close(SHUTDOWN_FLUSH_S)
         if self.store is not None:
             self.store.close()
         if self._store_lock is not None:
@@ -574,7 +538,7 @@ class Daemon:
             "self_alerts": self.selfhealth.active() if self.selfhealth else [],
             "sink_errors": self.sink_errors,
             "store": {"path": str(self.config.store), "ok": self.store_failure is None,
-                      **(self.store_failure or {}), "unstored_outcomes": len(self._pending),
-                      "unstored_dropped": self.unstored_dropped},
+                      **(self.store_failure or {}), "unstored_outcomes": self.writer.pending if self.writer else 0,
+                      "unstored_dropped": self.writer.dropped if self.writer else 0},
         }
         return ok and self.store_failure is None, report

@@ -101,12 +101,15 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
             await until(lambda: len(sink.requests) >= first, what="the first alerts")
             assert (await asyncio.to_thread(healthz, port))[0] == 200
 
-            db = daemon.store._db  # the fault, from SQLite itself
+            db = daemon.store._db  # the fault, from SQLite itself, on both connections (the outcome writer's too)
             if fault == "disk-full":
                 pages = db.execute("PRAGMA page_count").fetchone()[0]
-                db.execute(f"PRAGMA max_page_count={pages}")
+                for sql in (f"PRAGMA max_page_count={pages}",):
+                    db.execute(sql)
+                    daemon.writer.run_on_connection(sql)
             else:
                 db.execute("PRAGMA query_only=1")
+                daemon.writer.run_on_connection("PRAGMA query_only=1")
             caplog.clear()
             await ami.push(calls(second, time.time(), "+1555768"))  # 20 new numbers
 
@@ -114,6 +117,7 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
             status, body = await asyncio.to_thread(healthz, port)
             assert status == 503
             assert body["store"]["ok"] is False and body["store"]["failed_writes"] >= 1
+            await until(lambda: daemon.writer.pending > 0, what="outcomes kept in memory")
             # the new numbers' alerts are judged and sent from memory while the store fails
             await until(lambda: sum(1 for name, state in alert_names(sink) if name.startswith("+1555768")
                                     and state == "firing") == second, what="alerts sent from memory")
@@ -133,10 +137,9 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
             assert 'blockradar_loop_lag_seconds_bucket{le="0.01"}' in metrics
 
             # room again / writable again: recovery said once, the page resolved, the outcomes written
-            if fault == "disk-full":
-                db.execute("PRAGMA max_page_count=1073741823")
-            else:
-                db.execute("PRAGMA query_only=0")
+            fix = "PRAGMA max_page_count=1073741823" if fault == "disk-full" else "PRAGMA query_only=0"
+            db.execute(fix)
+            daemon.writer.run_on_connection(fix)
             await until(lambda: ("store-failing", "resolved") in alert_names(sink), what="the store-failing resolve")
             await status_becomes(port, 200, "healthz 200")
             await until(lambda: daemon.store.count_outcomes() == first + second, what="every outcome stored")
