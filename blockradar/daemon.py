@@ -228,7 +228,7 @@ class Daemon:
             self.writer.add(outcome_row(outcome, cls))
             due = pipeline.next_due()
             if due is not None and due <= now:  # group_wait 0 means now, not at the next tick
-                self._commit(lambda: pipeline.flush_due(now))
+                self._commit(lambda: pipeline.flush_due(now, TICK_SLICE_S))
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:
                 self._on_outcome(outcome, cls)

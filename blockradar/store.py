@@ -369,14 +369,6 @@ class Store:
                                json.dumps(r.snapshot) if r.snapshot is not None else None, now)
                 self._db.execute(_upsert_alert_states(len(chunk)), values)
 
-    def mark_notified(self, fingerprints: list[str]) -> None:
-        """These alerts were announced (their full state follows with the next ``save_alert_state``)."""
-        with self._tx():
-            for start in range(0, len(fingerprints), _ROWS_PER_INSERT):
-                chunk = fingerprints[start:start + _ROWS_PER_INSERT]
-                self._db.execute("UPDATE alert_states SET notified = 1 WHERE fingerprint IN ("
-                                 + ",".join("?" * len(chunk)) + ")", chunk)
-
     def load_alert_states(self, state: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM alert_states"
         args: tuple[Any, ...] = ()

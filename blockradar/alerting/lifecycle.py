@@ -579,15 +579,11 @@ class AlertLifecycle:
                 created_at=now,
                 unlisted=unlisted,
             )
-            announced = []
-            for alert in firing:
+            for alert in firing:  # the group's row (saved below, with the notification) names them announced
                 if not alert.notified:
                     alert.notified = True
                     self._save(alert, None)
-                    announced.append(alert.fingerprint)
-            if announced and self.store is not None:
-                # with the notification, in its transaction: a restart never announces them as new again
-                self._persist(self.store.mark_notified, announced)
+
             group.last_sent_at = now
             self.notifications += 1
             self.emit(notification)
@@ -756,7 +752,13 @@ class AlertLifecycle:
             group.last_sent_at = row["last_sent_at"]
             self.groups[group.key] = group
             self._next_due_stale = True
+        # alerts a group announced (its row is written with each notification, in its transaction) are
+        # announced, whether or not their own row was written with the flag before the process ended
+        announced = {fp for row in self.store.load_groups() for fp in row.get("notified_firing") or ()}
         rows = self.store.load_alert_states(FIRING)
+        for row in rows:
+            if row["fingerprint"] in announced:
+                row["notified"] = True
         # resolved and written, but the process ended before its group announced it: announced after the
         # restart, once (or, if its calls make it fire again in the rebuild, it continues as announced)
         rows += [row for row in self.store.load_alert_states(RESOLVED) if row["notified"]]

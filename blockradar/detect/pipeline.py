@@ -339,15 +339,21 @@ class Pipeline:
     def next_due(self) -> float | None:
         return self.lifecycle.next_due()
 
-    def flush_due(self, now: float) -> list[Notification]:
+    def flush_due(self, now: float, budget_s: float | None = None) -> list[Notification]:
         """Notify the alert groups whose timer is due at ``now``, and nothing else (no re-judging, no
         eviction). For the outcome sink: an alert whose group is due (``group_wait: 0``, or a
         ``group_wait`` that has run out) is notified with the outcome that fired it, not up to a
-        tick later. O(groups) when nothing is due."""
+        tick later. O(groups) when nothing is due. With ``budget_s``, the alert states waiting to be
+        written are written only for that long (the tick's slices write the rest: in a flood, thousands
+        of alerts fire between two ticks), and groups are flushed until it is spent (at least one)."""
         due = self.lifecycle.next_due()
         if due is None or due > now:
             return []
-        return self.lifecycle.tick(now)
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
+        sent = self.lifecycle.tick(now, deadline)
+        if deadline is not None and (self.lifecycle.state_pending or self.lifecycle.groups_due(now)):
+            self.behind = True
+        return sent
 
     # -- health and restarts --------------------------------------------------------------------
     def connector_down(self, name: str, at: float = float("-inf")) -> None:
