@@ -73,7 +73,7 @@ SHUTDOWN_FLUSH_S = 10.0
 MAX_UNSTORED_OUTCOMES = 50_000
 STORE_RECOVERED_AFTER_S = 5.0
 GC_THAW_EVERY_S = 6 * 3600.0
-GIL_SWITCH_S = 0.0005  # writes succeed this long with none failing: the store works again
+GIL_SWITCH_S = 0.0005
 
 
 class StartupError(Exception):
@@ -539,6 +539,7 @@ class Daemon:
             "sink_errors": self.sink_errors,
             "store": {"path": str(self.config.store), "ok": self.store_failure is None,
                       **(self.store_failure or {}), "unstored_outcomes": self.writer.pending if self.writer else 0,
-                      "unstored_dropped": self.writer.dropped if self.writer else 0},
+                      "unstored_dropped": self.writer.dropped if self.writer else 0,
+                      "writer_alive": bool(self.writer and self.writer.alive)},
         }
-        return ok and self.store_failure is None, report
+        return ok and self.store_failure is None and bool(self.writer and self.writer.alive), report

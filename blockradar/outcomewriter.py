@@ -88,8 +88,13 @@ class OutcomeWriter:
         the store refuses writes (waiting would not help)."""
         with self._cond:
             target = self._queued
-            return self._cond.wait_for(lambda: self._done >= target or self._failing or self._stopping,
-                                       timeout_s) and self._done >= target
+            return self._cond.wait_for(lambda: self._done >= target or self._failing or self._stopping
+                                       or not self.alive, timeout_s) and self._done >= target
+
+    @property
+    def alive(self) -> bool:
+        """The writer thread runs (a dead one is said in the log and in the daemon's health)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def run_on_connection(self, sql: str) -> None:
         """Run a statement on the writer's own connection before its next write (``PRAGMA`` faults in tests)."""
@@ -126,10 +131,12 @@ class OutcomeWriter:
                 if batch and not self._write(db, batch, dropped_before) and not self._stopping:
                     time.sleep(self.retry_s)
         except Exception:  # never a silent death: say it, the daemon's health shows the rows waiting
-            log.exception("the outcome writer stopped")
+            log.exception("the outcome writer stopped; outcomes are no longer written to the store")
         finally:
             ready.set()
             db.close()
+            with self._cond:
+                self._cond.notify_all()  # whoever waits for rows to be written: they will not be
 
     def _write(self, db: sqlite3.Connection, batch: list[OutcomeRow], dropped_before: int) -> bool:
         try:
