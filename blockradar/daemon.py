@@ -202,8 +202,8 @@ class Daemon:
         self._thawed_at = time.monotonic()
         if self._freeze_after_full_pass not in gc.callbacks:
             gc.callbacks.append(self._freeze_after_full_pass)
-        # the ESL link thread parses while the loop thread judges: hand the GIL over every millisecond,
-        # not every 5, so a timer or a PBX read on the loop never waits a whole interval behind a burst
+        # the ESL link thread parses while the loop thread judges: hand the GIL over every 0.5 ms, not every
+        # 5 ms, so a timer or a PBX read on the loop never waits a whole interval behind a burst
         sys.setswitchinterval(GIL_SWITCH_S)
 
     def _history_s(self) -> float:
@@ -245,18 +245,7 @@ class Daemon:
         assert self.store is not None and self.writer is not None
         if self.writer.pending:
             self.writer.wait_written(OUTCOMES_WRITTEN_WAIT_S)
-        started = False
-        try:
-            with self.store.batch():
-                started = True
-                return work()
-        except STORE_ERRORS:  # reported by the store
-            if started:
-                return None
-        try:  # not even a transaction could begin (a read-only store): the alert work is done all the same
-            return work()
-        except STORE_ERRORS:
-            return None
+        return self.store.write_through(work)
 
     def _from_writer(self, callback: Callable[..., None], *args: Any) -> None:
         """The outcome writer's thread reports to the loop thread."""

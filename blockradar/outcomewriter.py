@@ -4,7 +4,7 @@ Every outcome is one row; at thousands a second their inserts and commits (an fs
 GIL to win back from the ESL thread after each SQLite call) held the daemon's event loop 4-16 ms
 per batch in the bench. ``OutcomeWriter`` owns a second connection to the same store (WAL: one
 writer at a time, readers never blocked) on its own thread: ``add`` queues a row (never blocks),
-the thread writes what is queued in batches, one statement per 500 rows.
+the thread writes what is queued in batches with ``Store.add_outcome_rows``.
 
 The one rule the store keeps (an alert transition or a notification never on disk without the
 outcomes it rests on) is kept by the daemon: before it commits alert work it calls ``wait_written``,
@@ -19,15 +19,13 @@ calls ``on_ok``.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from blockradar.store import STORE_ERRORS, OutcomeRow, insert_outcome_rows
+from blockradar.store import STORE_ERRORS, OutcomeRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +111,9 @@ class OutcomeWriter:
 
     # -- the thread --------------------------------------------------------------------------------
     def _run(self, ready: threading.Event) -> None:
-        db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        store: Store | None = None
         try:
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            store = Store(self.path, busy_timeout_s=self.busy_timeout_s)  # this thread's own connection
             ready.set()
             while True:
                 with self._cond:
@@ -127,26 +124,22 @@ class OutcomeWriter:
                     batch = [self._rows[i] for i in range(min(len(self._rows), BATCH_ROWS))]
                     dropped_before = self.dropped
                 for sql in pragmas:
-                    db.execute(sql)
-                if batch and not self._write(db, batch, dropped_before) and not self._stopping:
+                    store._db.execute(sql)
+                if batch and not self._write(store, batch, dropped_before) and not self._stopping:
                     time.sleep(self.retry_s)
         except Exception:  # never a silent death: say it, the daemon's health shows the rows waiting
             log.exception("the outcome writer stopped; outcomes are no longer written to the store")
         finally:
             ready.set()
-            db.close()
+            if store is not None:
+                store.close()
             with self._cond:
                 self._cond.notify_all()  # whoever waits for rows to be written: they will not be
 
-    def _write(self, db: sqlite3.Connection, batch: list[OutcomeRow], dropped_before: int) -> bool:
+    def _write(self, store: Store, batch: list[OutcomeRow], dropped_before: int) -> bool:
         try:
-            db.execute("BEGIN IMMEDIATE")
-            insert_outcome_rows(db, batch)
-            db.execute("COMMIT")
+            store.add_outcome_rows(batch)
         except STORE_ERRORS as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
             with self._cond:
                 self._failing = True
                 self._cond.notify_all()

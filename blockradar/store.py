@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from blockradar.alerting.silences import Matcher, Silence
 from blockradar.classification import Classification
@@ -93,6 +93,9 @@ ALTER TABLE outbox ADD COLUMN group_key TEXT;
 UPDATE outbox SET group_key = json_extract(payload, '$.group_key') WHERE json_valid(payload);
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox(notifier, status, id);
 """
+
+
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -218,16 +221,6 @@ class AlertStateRow:
 OutcomeRow = tuple[Any, ...]  # (at, connector, call_id, caller_number, trunk, category, sip_code, data JSON)
 
 
-def insert_outcome_rows(db: sqlite3.Connection, rows: list[OutcomeRow]) -> None:
-    """Insert rows (in the caller's transaction), one statement per 500 rows, not one per row: the sqlite3
-    module lets go of the GIL around every step, and with the ESL thread busy each step then waits to
-    get it back (executemany of 500 rows held the event loop 28 ms in the bench's burst; one statement,
-    about 2)."""
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start:start + _ROWS_PER_INSERT]
-        db.execute(_insert_outcomes(len(chunk)), [v for row in chunk for v in row])
-
-
 class Store:
     """The daemon's state on disk. ``path`` may be ``":memory:"`` for tests."""
 
@@ -278,6 +271,27 @@ class Store:
         """``with store.batch(): ...``: many writes, one transaction (one fsync)."""
         return _Tx(self)
 
+    def write_through(self, work: Callable[[], T]) -> T | None:
+        """``work`` in one transaction; when the store refuses (disk full, read-only, damaged) the work is
+        done all the same, without one if none could even begin, and its store errors are reported
+        (``on_write_error``, once), never raised: what is judged in memory must not wait for the disk.
+        Returns ``work``'s result, or None when the store failed under it."""
+        nested = self._db.in_transaction  # inside another transaction: nobody else reports what fails here
+        started = False
+        try:
+            with self._tx():  # an outermost one reports how it failed, BEGIN included
+                started = True
+                return work()
+        except STORE_ERRORS as exc:
+            if started:
+                if nested:
+                    self.report_error(exc)
+                return None
+        try:
+            return work()
+        except STORE_ERRORS:  # each of its writes is its own transaction, which reported it
+            return None
+
     def probe_write(self) -> None:
         """Write (and delete) one page of data: raises while the disk is full or the store read-only."""
         with self._tx():
@@ -299,7 +313,12 @@ class Store:
         is only the insert)."""
         if rows:
             with self._tx():
-                insert_outcome_rows(self._db, rows)
+                # one statement per 500 rows, not one per row: the sqlite3 module lets go of the GIL around
+                # every step, and with the ESL thread busy each step then waits to get it back (executemany
+                # of 500 rows held the event loop 28 ms in the bench's burst; one statement, about 2)
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start:start + _ROWS_PER_INSERT]
+                    self._db.execute(_insert_outcomes(len(chunk)), [v for row in chunk for v in row])
         return len(rows)
 
     def add_outcome(self, outcome: CallOutcome, classification: Classification | None = None) -> None:

@@ -174,22 +174,26 @@ async def test_shutdown_stream_frames_after_the_notice_are_read() -> None:
     assert health.parse_errors == 0
 
 
+async def slow_consumer(stream, repeat: int, timeout: float, **overrides):
+    """The recorded calls ``repeat`` times with fresh ids to a consumer that blocks the loop (500 outcomes/s
+    at best), through a 20-outcome hand-off; returns the connector's health once all is handed over, and
+    how many hangups were sent."""
+    frames, ids = stream
+
+    def slow_sink(outcome: CallOutcome) -> None:
+        time.sleep(0.002)
+
+    with EslServer(password=PASSWORD, plain=frames, sessions=[EslSession(repeat=repeat, fresh_uuids=True)]) as server:
+        async with running(fast_config(server, max_pending=20, **overrides), sink=slow_sink) as (connector, _):
+            await wait_until(lambda: connector.health().outcomes == repeat * len(ids), timeout=timeout)
+            await wait_until(lambda: connector.health().extra["pending"] == 0, timeout=20)
+            return connector.health(), repeat * len(ids)
+
+
 async def test_a_slow_consumer_holds_the_reader_back_and_nothing_is_lost(stream) -> None:
     """Backpressure: a full hand-off makes the reader wait (FreeSWITCH queues meanwhile) instead of
     dropping; the waiting is our slowness, so the link is never judged hung."""
-    frames, ids = stream
-    hangups = 60 * len(ids)
-    sessions = [EslSession(repeat=60, fresh_uuids=True)]
-
-    def slow_sink(outcome: CallOutcome) -> None:
-        time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
-
-    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
-        config = fast_config(server, max_pending=20, probe_timeout_s=0.3)
-        async with running(config, sink=slow_sink) as (connector, _received):
-            await wait_until(lambda: connector.health().outcomes == hangups, timeout=40)
-            await wait_until(lambda: connector.health().extra["pending"] == 0, timeout=20)
-            health = connector.health()
+    health, hangups = await slow_consumer(stream, 60, 40, probe_timeout_s=0.3)
     assert health.dropped == 0
     assert health.extra["held_back"] > 0
     assert health.extra["delivered"] == hangups
@@ -198,19 +202,7 @@ async def test_a_slow_consumer_holds_the_reader_back_and_nothing_is_lost(stream)
 
 
 async def test_slow_consumer_drops_are_counted_and_memory_is_bounded(stream) -> None:
-    frames, ids = stream
-    hangups = 150 * len(ids)
-    sessions = [EslSession(repeat=150, fresh_uuids=True)]
-
-    def slow_sink(outcome: CallOutcome) -> None:
-        time.sleep(0.002)  # a consumer that blocks the loop: 500 outcomes/s at best
-
-    with EslServer(password=PASSWORD, plain=frames, sessions=sessions) as server:
-        config = fast_config(server, max_pending=20, handoff_wait_s=0.0)  # no holding back: drop at once
-        async with running(config, sink=slow_sink) as (connector, _received):
-            await wait_until(lambda: connector.health().outcomes == hangups, timeout=20)
-            await wait_until(lambda: connector.health().extra["pending"] == 0, timeout=20)
-            health = connector.health()
+    health, hangups = await slow_consumer(stream, 150, 20, handoff_wait_s=0.0)  # no holding back: drop at once
     assert health.dropped > 0
     assert health.extra["delivered"] + health.dropped == hangups
     assert health.extra["pending_high_water"] <= 20

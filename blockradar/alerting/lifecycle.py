@@ -408,7 +408,7 @@ class AlertLifecycle:
         elif not link.up:
             link.up, link.since = True, at
             link.alive_at = max(link.alive_at, at)
-            self.sweep_requested = True  # alerts held on it may now clear
+            self.request_sweep()  # alerts held on it may now clear
         self.down_connectors.discard(name)
 
     def link_alive(self, name: str, at: float) -> None:
@@ -505,16 +505,13 @@ class AlertLifecycle:
         if self.store is None:
             self._flush_due_groups(now, deadline, sent)
             return sent
-        flushed = False
-        try:
-            with self.store.batch():
-                self.flush_state(deadline)
-                flushed = True
-                self._flush_due_groups(now, deadline, sent)
-                self.flush_state(deadline)
-        except self.store.ERRORS:  # reported by the store: the notifications go out all the same
-            if not flushed:
-                self._flush_due_groups(now, deadline, sent)
+
+        def flush() -> None:
+            self.flush_state(deadline)
+            self._flush_due_groups(now, deadline, sent)
+            self.flush_state(deadline)
+
+        self.store.write_through(flush)  # a failing store: the notifications go out all the same
         return sent
 
     def _flush_due_groups(self, now: float, deadline: float | None, sent: list[Notification]) -> None:
