@@ -10,10 +10,11 @@ Lifecycle:
 * a ticker (1 s) judges the live alerts that are due, flushes due alert groups, watches connector
   health (self-alerts, link up/down and proof of life for the lifecycle) and prunes old rows, in
   slices of at most ``TICK_SLICE_S`` so the event loop keeps serving the PBX links meanwhile.
-* Outcomes go to the store on a thread of their own (``outcomewriter``): the event loop never waits
-  for an insert or an fsync per call. One truth on disk: before alert states or notifications are
-  committed (``_commit``), every outcome queued so far is written, so ``kill -9`` can lose the last
-  moment of outcomes but never leaves an alert without its evidence.
+* Outcomes, alert states and the hourly prune go to the store on a thread of their own
+  (``storewriter``), in the order they happen: the event loop never waits for an insert or an fsync.
+  One truth on disk: before the loop commits anything itself (notifications, groups: ``_commit``),
+  everything queued for the writer is written, so ``kill -9`` can lose the last moment of outcomes
+  but never leaves an alert or a notification without its evidence.
 * ``reload()`` (SIGHUP): every connector waiting to retry its PBX retries at once (the operator may
   just have fixed a password on the PBX side); then re-read the config file: a bad rule or threshold
   keeps the old ones running, logs why and raises a self-alert; a good one is swapped in atomically,
@@ -51,9 +52,9 @@ from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.looplag import LoopLagMonitor
 from blockradar.metrics import HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
-from blockradar.outcomewriter import OutcomeWriter
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
 from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock, outcome_row
+from blockradar.storewriter import StoreWriter
 from blockradar.web import HttpServer, build_app
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,10 @@ TICK_S = 1.0
 # the loop waits for that at most (a commit takes a few ms; a stalled disk must not stop alerting)
 OUTCOMES_WRITTEN_WAIT_S = 2.0
 PRUNE_EVERY_S = 3600.0
-PRUNE_ROWS_PER_SLICE = 5000  # old outcomes deleted per slice of the loop (a day of calls is many rows)
+OUTBOX_KEPT_S = 7 * 86400.0  # sent, failed and expired notifications are kept a week
 # the most one slice of a tick may block the event loop: more work due (a mass expiry of alerts, groups
 # to flush) goes on in the next slice, after the loop has served the PBX reads and probes waiting
-TICK_SLICE_S = 0.002
+TICK_SLICE_S = 0.001
 SHUTDOWN_FLUSH_S = 10.0
 # outcomes kept in memory while the store cannot be written (disk full): written once it can; beyond
 # this the oldest are let go, counted (the windows and alerts have them already)
@@ -116,20 +117,19 @@ class Daemon:
         self.sink_errors = 0
         # while the store cannot be written: {"error", "since", "failed_at" (the latest), "failed_writes"}
         self.store_failure: dict[str, Any] | None = None
-        self.writer: OutcomeWriter | None = None  # outcomes to the store, on its own thread
+        self.writer: StoreWriter | None = None  # outcomes, alert states and prunes to the store, on its own thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._store_lock: StoreLock | None = None  # one daemon per store
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
         self._thawed_at = 0.0  # the last gc.unfreeze(), monotonic
-        self._pruning: tuple[float, int] | None = None  # (older than, rows pruned so far) while pruning
 
     # ------------------------------------------------------------------------------------ start
 
     def _build_pipeline(self, ruleset: RuleSet, thresholds: list[ThresholdConfig], store: Store) -> Pipeline:
         return Pipeline(ruleset, thresholds, self.config.alerting, emit=self._emit, store=store,
-                        on_transition=self._transition)
+                        on_transition=self._transition, save_states=self._save_alert_states)
 
     async def start(self) -> None:
         config = self.config
@@ -151,10 +151,11 @@ class Daemon:
         self.store.on_write_error = self._store_write_failed
         self.store.on_write_ok = self._store_write_ok
         self._loop = asyncio.get_running_loop()
-        self.writer = OutcomeWriter(store_path, on_error=lambda exc: self._from_writer(self._store_write_failed, exc),
-                                    on_ok=lambda: self._from_writer(self._store_write_ok),
-                                    max_unstored=MAX_UNSTORED_OUTCOMES, retry_s=TICK_S)
+        self.writer = StoreWriter(store_path, on_error=lambda exc: self._from_writer(self._store_write_failed, exc),
+                                  on_ok=lambda: self._from_writer(self._store_write_ok),
+                                  max_unstored=MAX_UNSTORED_OUTCOMES, retry_s=TICK_S)
         self.writer.start()
+        self.store.before_write = self._writer_caught_up
         try:
             self.ruleset = load_ruleset(config.rules)
         except RuleSetError as exc:
@@ -238,14 +239,31 @@ class Daemon:
                           outcome.call_id)
 
     def _commit(self, work: Callable[[], Any]) -> Any:
-        """What ``work`` changes (alert states, groups, outbox rows) in one transaction, after every outcome
-        queued so far is written (the writer thread): on disk, an alert transition or a notification never
-        exists without its outcomes. When the store cannot be written the work is done all the same
-        (alerts are judged in memory, notifications sent from memory)."""
-        assert self.store is not None and self.writer is not None
-        if self.writer.pending:
-            self.writer.wait_written(OUTCOMES_WRITTEN_WAIT_S)
+        """What ``work`` writes from the loop (groups, outbox rows) in one transaction, begun at its first
+        write, after everything the store writer has queued (``_writer_caught_up``): on disk, a
+        notification never exists without the outcomes and alert states before it. Work that writes
+        nothing (most ticks: alert states go to the writer) never waits. When the store cannot be
+        written the work is done all the same (alerts are judged in memory, notifications sent from
+        memory)."""
+        assert self.store is not None
         return self.store.write_through(work)
+
+    def _writer_caught_up(self) -> None:
+        """Before the loop's connection begins a transaction: let the store writer write what is queued.
+        Only the loop thread queues, so after this the writer is idle and holds no lock."""
+        writer = self.writer
+        if writer is not None and writer.pending:
+            writer.wait_written(OUTCOMES_WRITTEN_WAIT_S)
+
+    def _save_alert_states(self, rows: list[Any]) -> None:
+        """Changed alert states: to the store writer (behind the outcomes they rest on), or straight to the
+        store once the writer is gone (shutdown) or dead."""
+        writer = self.writer
+        if writer is not None and writer.accepting:
+            writer.save_alert_states([row.encoded() for row in rows])  # the JSON here, in the tick's budget
+            return
+        assert self.store is not None
+        self.store.save_alert_states(rows)
 
     def _from_writer(self, callback: Callable[..., None], *args: Any) -> None:
         """The outcome writer's thread reports to the loop thread."""
@@ -333,11 +351,9 @@ class Daemon:
         if failure is not None and now - failure["failed_at"] >= STORE_RECOVERED_AFTER_S:
             with contextlib.suppress(*STORE_ERRORS):  # a failure is reported by the store
                 self.store.probe_write()  # nothing else may be writing: does the store take a page again?
-        if now - self._last_prune >= PRUNE_EVERY_S:
-            self._last_prune = now
-            self._pruning = (now - self.config.retention, 0)
-            with contextlib.suppress(*STORE_ERRORS):  # reported by the store; tried again in an hour
-                self.store.prune_outbox(now - 7 * 86400)
+        if now - self._last_prune >= PRUNE_EVERY_S and self.writer is not None:
+            self._last_prune = now  # on the writer's thread, in chunks, behind the outcomes queued
+            self.writer.prune(now - self.config.retention, now - OUTBOX_KEPT_S)
         if budget_s is None:
             while self._behind():
                 self._tick_slice(now)
@@ -361,25 +377,12 @@ class Daemon:
             gc.freeze()
 
     def _behind(self) -> bool:
-        return (self.pipeline is not None and self.pipeline.behind) or self._pruning is not None
+        return self.pipeline is not None and self.pipeline.behind
 
     def _tick_slice(self, now: float) -> None:
         pipeline = self.pipeline
-        assert pipeline is not None and self.store is not None
-        if pipeline.behind:
-            self._commit(lambda: pipeline.tick(now, TICK_SLICE_S))
-            return
-        if self._pruning is not None:
-            before, total = self._pruning
-            try:
-                pruned = self.store.prune_outcomes(before, limit=PRUNE_ROWS_PER_SLICE)
-            except STORE_ERRORS:  # reported by the store; tried again in an hour
-                self._pruning = None
-                return
-            total += pruned
-            self._pruning = (before, total) if pruned >= PRUNE_ROWS_PER_SLICE else None
-            if self._pruning is None and total:
-                log.info("pruned %d outcome(s) older than the retention", total)
+        assert pipeline is not None
+        self._commit(lambda: pipeline.tick(now, TICK_SLICE_S))
 
     # ---------------------------------------------------------------------------------- reload
 

@@ -217,7 +217,15 @@ class AlertStateRow:
     notified: bool
     snapshot: dict[str, Any] | None
 
+    def encoded(self) -> AlertStateValues:
+        """The row as ``save_alert_states`` binds it (labels and snapshot as JSON): made by whoever queues
+        it, so the thread that writes only binds."""
+        return (self.fingerprint, self.threshold, json.dumps(self.labels), self.state, self.started_at,
+                self.fired_at, self.resolved_at, int(self.notified),
+                json.dumps(self.snapshot) if self.snapshot is not None else None)
 
+
+AlertStateValues = tuple[Any, ...]  # AlertStateRow.encoded()
 OutcomeRow = tuple[Any, ...]  # (at, connector, call_id, caller_number, trunk, category, sip_code, data JSON)
 
 
@@ -235,6 +243,10 @@ class Store:
         # so the daemon can say "the store is failing" once per episode and when it is over
         self.on_write_error: Callable[[BaseException], None] | None = None
         self.on_write_ok: Callable[[], None] | None = None
+        # called before each transaction this connection begins: the daemon lets its store writer finish
+        # what is queued (outcomes, alert states) first, so nothing here lands ahead of them on disk
+        self.before_write: Callable[[], object] | None = None
+        self._deferred: _Deferred | None = None  # ``write_through``'s transaction, begun at its first write
         self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -272,25 +284,51 @@ class Store:
         return _Tx(self)
 
     def write_through(self, work: Callable[[], T]) -> T | None:
-        """``work`` in one transaction; when the store refuses (disk full, read-only, damaged) the work is
-        done all the same, without one if none could even begin, and its store errors are reported
-        (``on_write_error``, once), never raised: what is judged in memory must not wait for the disk.
-        Returns ``work``'s result, or None when the store failed under it."""
-        nested = self._db.in_transaction  # inside another transaction: nobody else reports what fails here
-        started = False
-        try:
-            with self._tx():  # an outermost one reports how it failed, BEGIN included
-                started = True
-                return work()
-        except STORE_ERRORS as exc:
-            if started:
-                if nested:
+        """``work`` in one transaction, begun only at its first write (work that writes nothing touches
+        neither the disk nor ``before_write``); when the store refuses (disk full, read-only, damaged),
+        the work is done up to the write that failed, its store error is reported (``on_write_error``,
+        once) and never raised: what is judged in memory must not wait for the disk. Returns ``work``'s
+        result, or None when the store failed under it."""
+        outer = self._deferred
+        if outer is not None or self._db.in_transaction:
+            try:  # inside another transaction (begun or not yet): nobody else reports what fails here
+                if outer is not None:
+                    return work()
+                with self._tx():
+                    return work()
+            except STORE_ERRORS as exc:
+                if outer is None or outer.begun:  # a failing BEGIN was reported where it failed
                     self.report_error(exc)
                 return None
+        deferred = self._deferred = _Deferred()
         try:
-            return work()
-        except STORE_ERRORS:  # each of its writes is its own transaction, which reported it
+            result = work()
+        except STORE_ERRORS as exc:
+            self._deferred = None
+            if deferred.begun:  # a failing BEGIN was reported where it failed
+                self._rollback()
+                self.report_error(exc)
             return None
+        except BaseException:
+            self._deferred = None
+            self._rollback()
+            raise
+        self._deferred = None
+        if deferred.begun and self._db.in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except STORE_ERRORS as exc:
+                self._rollback()
+                self.report_error(exc)
+                return None
+            if self.on_write_ok is not None and self._db.total_changes > deferred.changes:
+                self.on_write_ok()
+        return result
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (SQLITE_FULL)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
 
     def probe_write(self) -> None:
         """Write (and delete) one page of data: raises while the disk is full or the store read-only."""
@@ -372,21 +410,19 @@ class Store:
         self.save_alert_states([AlertStateRow(fingerprint, threshold, labels, state, started_at, fired_at,
                                               resolved_at, notified, snapshot)])
 
-    def save_alert_states(self, rows: list[AlertStateRow]) -> None:
-        """Upsert many alert states in one statement per 500 (see ``add_outcome_rows`` on why few
-        statements); a row without a snapshot keeps the stored one."""
+    def save_alert_states(self, rows: list[AlertStateRow] | list[AlertStateValues]) -> None:
+        """Upsert many alert states (rows, or their ``encoded()`` values) in one statement per 500 (see
+        ``add_outcome_rows`` on why few statements); a row without a snapshot keeps the stored one."""
         if not rows:
             return
         now = time.time()
         with self._tx():
             for start in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[start:start + _ROWS_PER_INSERT]
                 values: list[Any] = []
-                for r in chunk:
-                    values += (r.fingerprint, r.threshold, json.dumps(r.labels), r.state, r.started_at, r.fired_at,
-                               r.resolved_at, int(r.notified),
-                               json.dumps(r.snapshot) if r.snapshot is not None else None, now)
-                self._db.execute(_upsert_alert_states(len(chunk)), values)
+                for r in rows[start:start + _ROWS_PER_INSERT]:
+                    values += r.encoded() if isinstance(r, AlertStateRow) else r
+                    values.append(now)
+                self._db.execute(_upsert_alert_states(len(values) // 10), values)
 
     def load_alert_states(self, state: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM alert_states"
@@ -543,9 +579,20 @@ class Store:
                                     (before,)).rowcount
 
 
+class _Deferred:
+    """``Store.write_through``'s transaction: begun (by the first ``_Tx`` inside it) or not yet."""
+
+    __slots__ = ("begun", "changes")
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.changes = 0
+
+
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error) on an autocommit connection; re-entrant. The
-    outermost one tells the store's ``on_write_error`` / ``on_write_ok`` how it ended."""
+    outermost one tells the store's ``on_write_error`` / ``on_write_ok`` how it ended. Inside
+    ``write_through`` the first one begins the transaction and ``write_through`` ends it."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -555,11 +602,19 @@ class _Tx:
 
     def __enter__(self) -> None:
         if not self._db.in_transaction:
+            store = self._store
+            if store.before_write is not None:
+                store.before_write()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except STORE_ERRORS as exc:
-                self._store.report_error(exc)
+                store.report_error(exc)
                 raise
+            deferred = store._deferred
+            if deferred is not None:
+                deferred.begun = True
+                deferred.changes = self._db.total_changes
+                return
             self._outer = True
             self._changes = self._db.total_changes
 
@@ -570,21 +625,15 @@ class _Tx:
             try:
                 self._db.execute("COMMIT")
             except STORE_ERRORS as error:
-                with contextlib.suppress(sqlite3.Error):
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                self._store._rollback()
                 self._store.report_error(error)
                 raise
             if self._store.on_write_ok is not None and self._db.total_changes > self._changes:
                 self._store.on_write_ok()  # a commit that wrote something: the store takes writes
             return
-        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (SQLITE_FULL)
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+        self._store._rollback()
         if isinstance(exc, STORE_ERRORS):
             self._store.report_error(exc)
-
-
 
 
 def outcome_row(outcome: CallOutcome, cls: Classification | None) -> OutcomeRow:

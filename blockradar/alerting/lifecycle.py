@@ -77,7 +77,7 @@ RESOLVED = "resolved"
 NEW = "new"  # a notification's ``change`` for an alert announced for the first time
 
 CONTEXT_LABELS = ("trunk", "connector", "pbx")
-STATES_PER_WRITE = 32  # alert states written between two looks at the clock in a budgeted tick
+STATES_PER_WRITE = 8  # alert states encoded and handed over between two looks at the clock in a budgeted tick
 
 
 class AlertingConfig(BaseModel):
@@ -202,12 +202,16 @@ class AlertLifecycle:
         categories: Mapping[str, Category] | None = None,
         store: Any | None = None,
         on_transition: Callable[[Alert, AlertDict], None] | None = None,
+        save_states: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.config = config or AlertingConfig()
         self.emit = emit
         self.categories = dict(categories or {})
         self.store = store
         self.on_transition = on_transition
+        # where changed alert states go (``Store.AlertStateRow`` lists): the store itself, or the daemon's
+        # store writer, which writes them on its own thread behind the outcomes they rest on
+        self.save_states = save_states or (store.save_alert_states if store is not None else None)
         self.groups: dict[str, AlertGroup] = {}
         self.silences: list[Silence] = []
         self.links: dict[str, Link] = {}
@@ -534,18 +538,14 @@ class AlertLifecycle:
 
     def _flush(self, group: AlertGroup, now: float) -> Notification | None:
         cfg = self.config
-        firing: list[Alert] = []
-        resolved: list[Alert] = []
-        held: set[str] = set()
-        for alert in group.alerts.values():
-            if self.silenced_by(alert.labels, now) is not None:
-                continue
-            if alert.state == FIRING:
-                firing.append(alert)
-                if self.blind(alert):
-                    held.add(alert.fingerprint)
-            elif alert.state == RESOLVED and alert.notified and cfg.send_resolved:
-                resolved.append(alert)
+        # a group may hold tens of thousands of alerts (a flood of spoofed numbers): one pass in comprehensions,
+        # silences and links looked at only when some are active or down
+        members = list(group.alerts.values())
+        if any(s.active(now) for s in self.silences):
+            members = [a for a in members if self.silenced_by(a.labels, now) is None]
+        firing = [a for a in members if a.state == FIRING]
+        resolved = [a for a in members if a.state == RESOLVED and a.notified] if cfg.send_resolved else []
+        held = {a.fingerprint for a in firing if self.blind(a)} if self.down_connectors else set()
         due = (
             any(not a.notified for a in firing)
             or bool(resolved)
@@ -576,10 +576,14 @@ class AlertLifecycle:
                 created_at=now,
                 unlisted=unlisted,
             )
+            dirty = self._dirty if self.store is not None else None
             for alert in firing:  # the group's row (saved below, with the notification) names them announced
                 if not alert.notified:
                     alert.notified = True
-                    self._save(alert, None)
+                    if dirty is not None:  # ``_save(alert, None)``, inline
+                        entry = dirty.get(alert.fingerprint)
+                        if entry is None or entry[0] is not alert:
+                            dirty[alert.fingerprint] = (alert, None if entry is None else entry[1])
 
             group.last_sent_at = now
             self.notifications += 1
@@ -730,8 +734,8 @@ class AlertLifecycle:
             self.store.report_error(exc)
 
     def _write_states(self, dirty: dict[str, tuple[Alert, AlertDict | None]]) -> None:
-        assert self.store is not None
-        self.store.save_alert_states([
+        assert self.store is not None and self.save_states is not None
+        self.save_states([
             self.store.AlertStateRow(
                 fp, alert.threshold.name if alert.threshold else alert.labels.get("threshold", ""), alert.labels,
                 alert.state, alert.started_at, alert.fired_at, alert.resolved_at, alert.notified, snap)

@@ -338,7 +338,11 @@ class HardenedInboundESL(InboundESL):
 
 
 _HANDOFF_POLL_S = 0.005  # how often a held-back reader looks for room
-_DRAIN_CHUNK = 8  # outcomes delivered between two looks at the clock
+# outcomes delivered between two looks at the clock, and the time one drain may take: a timer that falls
+# due waits behind the slices already queued (two of them, the way asyncio orders its ready queue), and
+# while the link thread parses, the GIL stretches each slice to about twice its CPU time
+_DRAIN_CHUNK = 4
+DRAIN_SLICE_S = 0.001
 
 
 def log_gevent_errors(hub: Any, name: str) -> None:
@@ -369,7 +373,7 @@ class OutcomeHandoff:
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[list[CallOutcome]], None],
         max_pending: int,
-        slice_s: float = 0.002,
+        slice_s: float = DRAIN_SLICE_S,
     ) -> None:
         self._loop = loop
         self._deliver = deliver

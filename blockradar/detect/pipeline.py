@@ -135,6 +135,7 @@ class Pipeline:
         emit: Callable[[Notification], None] | None = None,
         store: Any | None = None,
         on_transition: Callable[[Alert, AlertDict], None] | None = None,
+        save_states: Callable[[list[Any]], None] | None = None,
         max_keys: int = DEFAULT_MAX_KEYS,
         late_tolerance_s: float = 5.0,
         evidence_max: int = 10,
@@ -161,7 +162,7 @@ class Pipeline:
         self.notifications_dropped = 0
         self._emit = emit or self._keep
         self.lifecycle = AlertLifecycle(alerting, emit=self._emit, categories=classifier.categories, store=store,
-                                        on_transition=on_transition)
+                                        on_transition=on_transition, save_states=save_states)
         self.evidence_max = evidence_max
         self.watermark = 0.0
         self.processed = 0
