@@ -8,8 +8,9 @@ Lifecycle:
   outcomes (so a restart neither forgets a problem nor pages again), start the outbox workers, the
   HTTP endpoints and the connectors.
 * a ticker (1 s) judges the live alerts that are due, flushes due alert groups, watches connector
-  health (self-alerts, link up/down and proof of life for the lifecycle) and prunes old rows, in
-  slices of at most ``TICK_SLICE_S`` so the event loop keeps serving the PBX links meanwhile.
+  health (self-alerts, link up/down and proof of life for the lifecycle) and, hourly, queues the
+  prune of old rows, in slices of about ``TICK_SLICE_S`` so the event loop keeps serving the PBX
+  links meanwhile.
 * Outcomes, alert states and the hourly prune go to the store on a thread of their own
   (``storewriter``), in the order they happen: the event loop never waits for an insert or an fsync.
   One truth on disk: before the loop commits anything itself (notifications, groups: ``_commit``),
@@ -266,7 +267,7 @@ class Daemon:
         self.store.save_alert_states(rows)
 
     def _from_writer(self, callback: Callable[..., None], *args: Any) -> None:
-        """The outcome writer's thread reports to the loop thread."""
+        """The store writer's thread reports to the loop thread."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(callback, *args)
@@ -334,8 +335,8 @@ class Daemon:
                 log.exception("tick failed")
 
     def tick(self, budget_s: float | None = None) -> float:
-        """Once a second: link health, due alerts and groups, hourly pruning. With ``budget_s`` it does at
-        most about that much of the alert and pruning work (``_behind`` says when more waits); returns
+        """Once a second: link health, due alerts and groups, the hourly prune (queued for the writer). With
+        ``budget_s`` it does at most about that much of the alert work (``_behind`` says when more waits); returns
         the time it ticked at, for the slices that finish it."""
         now = self.clock.now()
         pipeline = self.pipeline

@@ -101,7 +101,7 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
             await until(lambda: len(sink.requests) >= first, what="the first alerts")
             assert (await asyncio.to_thread(healthz, port))[0] == 200
 
-            db = daemon.store._db  # the fault, from SQLite itself, on both connections (the outcome writer's too)
+            db = daemon.store._db  # the fault, from SQLite itself, on both connections (the store writer's too)
             if fault == "disk-full":
                 pages = db.execute("PRAGMA page_count").fetchone()[0]
                 for sql in (f"PRAGMA max_page_count={pages}",):
