@@ -51,7 +51,7 @@ from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.looplag import LoopLagMonitor
-from blockradar.metrics import HealthCollector, Metrics, WindowCollector
+from blockradar.metrics import AlertsCollector, HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
 from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock, outcome_row
@@ -180,8 +180,10 @@ class Daemon:
         log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
                  "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
                  len(self.pipeline.thresholds), len(notifiers), restored)
-        self.registry.register(HealthCollector(self.healths, self._outbox_depth, self.clock.now))
+        self.registry.register(HealthCollector(self.healths, self._outbox_depth))
         self.registry.register(WindowCollector(lambda: self.pipeline.groups if self.pipeline else ()))
+        self.registry.register(AlertsCollector(
+            lambda: [th for group in self.pipeline.groups for th in group.thresholds] if self.pipeline else ()))
         await self.outbox.start()
         if config.http is not None:
             self.http = HttpServer(build_app(self.registry, self.health_report), config.http.host,
@@ -309,7 +311,7 @@ class Daemon:
         self.outbox.enqueue(notification)
 
     def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
-        self.metrics.alerts.labels(str(snapshot.get("threshold")), str(snapshot.get("state"))).inc()
+        self.metrics.alert_transitions.labels(str(snapshot.get("threshold")), str(snapshot.get("state"))).inc()
         if self._on_transition_hook is not None:
             self._on_transition_hook(alert, snapshot)
 

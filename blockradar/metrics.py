@@ -1,6 +1,11 @@
-"""Prometheus metrics: the model (counters the pipeline bumps) and a collector that reads
-connector health at scrape time. The registry is injected (a fresh one per daemon or test);
-exposition lives in ``web.py``.
+"""Prometheus metrics: the model (counters the pipeline bumps) and collectors that read connector
+health, windows and live alerts at scrape time. The registry is injected (a fresh one per daemon or
+test); exposition lives in ``web.py``.
+
+Names say what they count (``promtool check metrics`` clean): ``*_total`` counters, a
+``*_timestamp_seconds`` for the last frame instead of an age that goes stale between scrapes, no
+``*_created`` series (they doubled the series count and nobody graphs them), the process and Python
+runtime collectors of ``prometheus_client``, and ``blockradar_build_info``.
 
 Labels are bounded: connector, pbx, trunk, category, threshold, state, notifier, result. Never
 caller or callee numbers. Trunk names come from the PBX config, but a hostile or broken stream
@@ -10,17 +15,29 @@ counted under ``trunk="(other)"``.
 
 from __future__ import annotations
 
-import time
+import platform
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from blockradar import __version__
 from blockradar.connectors.base import ConnectorHealth, LinkState
 
 OTHER_TRUNK = "(other)"
+
+# prometheus_client keeps this switch in a module global; blockradar never wants the *_created series
+disable_created_metrics()
 
 
 class Metrics:
@@ -30,15 +47,21 @@ class Metrics:
         self.registry = registry
         self.max_trunks = max_trunks
         self._trunks: set[str] = set()
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=registry)  # python_info
+        GCCollector(registry=registry)  # python_gc_*
+        build = Gauge("blockradar_build_info", "Always 1: the blockradar version and the Python it runs on.",
+                      ["version", "python_version"], registry=registry)
+        build.labels(__version__, platform.python_version()).set(1)
         self.call_outcomes = Counter(
             "blockradar_call_outcomes", "Call outcomes classified, by connector, trunk and category.",
             ["connector", "trunk", "category"], registry=registry)
-        self.alerts = Counter(
-            "blockradar_alerts", "Alert state transitions, by threshold and new state.",
+        self.alert_transitions = Counter(
+            "blockradar_alert_transitions", "Alert state transitions, by threshold and the state entered.",
             ["threshold", "state"], registry=registry)
         self.notifications = Counter(
-            "blockradar_notifications", "Notification delivery attempts, by notifier and result.",
-            ["notifier", "result"], registry=registry)
+            "blockradar_notifications", "What became of notifications, by notifier and result (sent, retried, "
+            "failed, expired, dropped, superseded).", ["notifier", "result"], registry=registry)
         self.reloads = Counter(
             "blockradar_reloads", "Rule/threshold reloads, by result.", ["result"], registry=registry)
         self.store_errors = Counter(
@@ -81,30 +104,46 @@ class WindowCollector(Collector):
         yield from (evicted, live)
 
 
+class AlertsCollector(Collector):
+    """``blockradar_alerts_firing{threshold,severity}``, counted when Prometheus scrapes from the live alerts
+    (a reload or a restore rebuilds them: a gauge kept by transitions would drift)."""
+
+    def __init__(self, thresholds: Callable[[], Iterable[Any]]) -> None:
+        self._thresholds = thresholds
+
+    def collect(self) -> Iterator[Metric]:
+        firing = GaugeMetricFamily("blockradar_alerts_firing", "Alerts firing now, by threshold and severity.",
+                                   labels=["threshold", "severity"])
+        for th in self._thresholds():
+            count = sum(1 for alert in th.active.values() if alert.state == "firing")
+            firing.add_metric([th.name, th.severity], float(count))
+        yield firing
+
+
 class HealthCollector(Collector):
     """Connector health and outbox depth, read when Prometheus scrapes."""
 
-    def __init__(self, healths: Callable[[], Iterable[ConnectorHealth]], outbox_depth: Callable[[], int],
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(self, healths: Callable[[], Iterable[ConnectorHealth]], outbox_depth: Callable[[], int]) -> None:
         self._healths = healths
         self._outbox_depth = outbox_depth
-        self._now = now
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("blockradar_connector_up", "1 when the PBX link is connected and logged in.",
                                labels=["connector", "pbx"])
         state = GaugeMetricFamily("blockradar_connector_state", "1 for the connector's current link state.",
                                   labels=["connector", "state"])
-        age = GaugeMetricFamily("blockradar_last_event_age_seconds", "Seconds since the last frame from the PBX.",
-                                labels=["connector"])
+        last = GaugeMetricFamily("blockradar_last_frame_timestamp_seconds",
+                                 "Unix time of the last frame from the PBX (alert on time() minus it).",
+                                 labels=["connector"])
         counters = {
-            "events": CounterMetricFamily("blockradar_events", "Frames received from the PBX.",
-                                          labels=["connector"]),
+            "events": CounterMetricFamily("blockradar_frames_received", "Frames received from the PBX (events and "
+                                          "responses alike).", labels=["connector"]),
             "reconnects": CounterMetricFamily("blockradar_reconnects", "Logins after the first.",
                                               labels=["connector"]),
             "parse_errors": CounterMetricFamily("blockradar_parse_errors", "Frames that could not be parsed.",
                                                 labels=["connector"]),
-            "dropped": CounterMetricFamily("blockradar_dropped_events", "Events dropped by a full buffer.",
+            "dropped": CounterMetricFamily("blockradar_outcomes_dropped", "Call outcomes dropped at the full "
+                                           "hand-off to the pipeline (after the reader was held back).",
                                            labels=["connector"]),
             "expired_calls": CounterMetricFamily("blockradar_expired_calls",
                                                  "Call state expired without a hangup.", labels=["connector"]),
@@ -119,16 +158,15 @@ class HealthCollector(Collector):
         skipped = CounterMetricFamily("blockradar_legs_skipped",
                                       "PBX legs that are not outbound carrier attempts (internal, inbound, "
                                       "not a trunk), by reason.", labels=["connector", "reason"])
-        now = self._now()
         for health in self._healths():
             for reason, count in health.legs_skipped.items():
                 skipped.add_metric([health.name, reason], float(count))
             up.add_metric([health.name, health.pbx], 1.0 if health.state == LinkState.CONNECTED else 0.0)
             state.add_metric([health.name, str(health.state)], 1.0)
             if health.last_event_at is not None:
-                age.add_metric([health.name], max(0.0, now - health.last_event_at))
+                last.add_metric([health.name], health.last_event_at)
             for attr, family in counters.items():
                 family.add_metric([health.name], float(getattr(health, attr)))
         depth = GaugeMetricFamily("blockradar_outbox_depth", "Notifications waiting in the outbox.")
         depth.add_metric([], float(self._outbox_depth()))
-        yield from (up, state, age, *counters.values(), skipped, depth)
+        yield from (up, state, last, *counters.values(), skipped, depth)

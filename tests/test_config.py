@@ -63,7 +63,7 @@ def test_example_check_command_prints_no_secret(tmp_path: Path):
     run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
                          capture_output=True, text=True, timeout=60, env={**EXAMPLE_ENV, "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
-    assert "2 connector(s)" in run.stdout and "3 notifier(s)" in run.stdout
+    assert "2 connector(s)" in run.stdout and "4 notifier(s)" in run.stdout
     assert not (tmp_path / "state.db").exists()  # a check writes nothing
     for secret in EXAMPLE_ENV.values():
         assert secret not in run.stdout + run.stderr

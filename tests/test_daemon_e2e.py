@@ -29,6 +29,7 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 
+import blockradar
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession, event_stream
 from blockradar.testing.esl import EslServer, EslSession, load_event_frames
@@ -189,10 +190,16 @@ async def test_daemon_lifecycle(tmp_path: Path):
                           category="analytics_block") == 2
             assert metric(text, "blockradar_call_outcomes_total", connector="pbx1", category="busy") == 1
             assert metric(text, "blockradar_connector_up", connector="pbx1") == 1
-            assert metric(text, "blockradar_alerts_total", threshold="number-strong-block", state="firing") == 1
+            assert metric(text, "blockradar_alert_transitions_total", threshold="number-strong-block",
+                          state="firing") == 1
+            assert metric(text, "blockradar_alerts_firing", threshold="number-strong-block") == 1
             assert (metric(text, "blockradar_notifications_total", notifier="slack", result="sent") or 0) >= 2
             assert metric(text, "blockradar_outbox_depth") == 0
-            assert metric(text, "blockradar_events_total", connector="fs1") > 0
+            assert metric(text, "blockradar_frames_received_total", connector="fs1") > 0
+            assert abs(metric(text, "blockradar_last_frame_timestamp_seconds", connector="fs1") - time.time()) < 60
+            assert metric(text, "blockradar_build_info", version=blockradar.__version__) == 1
+            assert metric(text, "process_resident_memory_bytes") > 0 and "python_info{" in text
+            assert "_created" not in text  # no creation-time twin of every counter
             # legs that are not carrier attempts are counted by reason (these recordings hold carrier legs only)
             assert metric(text, "blockradar_legs_skipped_total", connector="fs1", reason="not_outbound") == 0
             assert metric(text, "blockradar_legs_skipped_total", connector="pbx1", reason="internal_number") == 0

@@ -1,4 +1,4 @@
-"""Notifiers: one module per channel (slack, email, webhook, console) behind one small protocol.
+"""Notifiers: one module per channel (slack, email, webhook, console, alertmanager) behind one small protocol.
 
 ``build_notifier({"type": "slack", "webhook_url": ...})`` validates a config entry with the
 channel's pydantic model and returns the notifier; channel modules are imported only when used.
@@ -23,6 +23,7 @@ NOTIFIER_TYPES: dict[str, str] = {
     "email": "blockradar.alerting.notifiers.email:EmailNotifier",
     "webhook": "blockradar.alerting.notifiers.webhook:WebhookNotifier",
     "console": "blockradar.alerting.notifiers.console:ConsoleNotifier",
+    "alertmanager": "blockradar.alerting.notifiers.alertmanager:AlertmanagerNotifier",
 }
 
 

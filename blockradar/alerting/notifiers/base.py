@@ -8,8 +8,12 @@ retry may help and, when the peer said so, after how long.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import socket
+import ssl
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypedDict, runtime_checkable
@@ -177,6 +181,36 @@ def one_line(text: Any, limit: int = 200) -> str:
     """Network text made single-line and bounded: control characters (CR, LF, tabs ...) become a space."""
     value = _CONTROL.sub(" ", str(text)).strip()
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+}
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words ("connection refused", "host name not found"), not the name of an
+    exception class; follows what a client library wrapped (aiohttp's ``os_error``, ``__cause__``)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if "Certificate" in type(seen).__name__ or isinstance(seen, ssl.SSLCertVerificationError):
+            return "TLS certificate not trusted"
+        if isinstance(seen, ssl.SSLError):
+            return "TLS handshake failed"
+        if isinstance(seen, socket.gaierror):
+            return "host name not found"
+        if isinstance(seen, TimeoutError):
+            return "no answer in time"
+        if isinstance(seen, OSError) and seen.errno:
+            return _ERRNO_WORDS.get(seen.errno) or os.strerror(seen.errno).lower()
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

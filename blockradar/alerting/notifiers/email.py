@@ -26,6 +26,7 @@ from blockradar.alerting.notifiers.base import (
     NotifierConfig,
     NotifyError,
     SecretValue,
+    network_reason,
     one_line,
 )
 from blockradar.alerting.notifiers.wording import (
@@ -212,4 +213,4 @@ class EmailNotifier:
         except aiosmtplib.SMTPResponseException as exc:
             raise NotifyError(f"email: SMTP {exc.code} {one_line(exc.message, 120)}", retry=exc.code < 500) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise NotifyError(f"email: {type(exc).__name__} talking to {c.host}:{self._port()}") from None
+            raise NotifyError(f"email: cannot reach {c.host}:{self._port()}: {network_reason(exc)}") from None

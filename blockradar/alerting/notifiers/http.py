@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from blockradar.alerting.notifiers.base import NotifyError, one_line, parse_retry_after
+from blockradar.alerting.notifiers.base import NotifyError, network_reason, one_line, parse_retry_after
 from blockradar.secret import scrub_url_secrets
 
 
@@ -35,7 +35,7 @@ class HttpPoster:
                 text = (await resp.text())[:200]
                 retry_after = resp.headers.get("Retry-After")
         except aiohttp.ClientError as exc:
-            raise NotifyError(f"{self.label}: {type(exc).__name__} talking to {where}") from None
+            raise NotifyError(f"{self.label}: cannot reach {where}: {network_reason(exc)}") from None
         except TimeoutError:
             raise NotifyError(f"{self.label}: no answer within {self.timeout:g}s") from None
         if self.accept(status):
