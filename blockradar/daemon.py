@@ -50,6 +50,7 @@ from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_conf
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
+from blockradar.logs import LineBudget, fields
 from blockradar.looplag import LoopLagMonitor
 from blockradar.metrics import AlertsCollector, HealthCollector, Metrics, WindowCollector
 from blockradar.outcome import CallOutcome
@@ -125,6 +126,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._last_prune = 0.0
         self._thawed_at = 0.0  # the last gc.unfreeze(), monotonic
+        self._transition_lines = LineBudget(limit=20, period_s=10.0)  # one INFO line per transition, storms summarised
 
     # ------------------------------------------------------------------------------------ start
 
@@ -311,7 +313,14 @@ class Daemon:
         self.outbox.enqueue(notification)
 
     def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
-        self.metrics.alert_transitions.labels(str(snapshot.get("threshold")), str(snapshot.get("state"))).inc()
+        threshold, state = str(snapshot.get("threshold")), str(snapshot.get("state"))
+        self.metrics.alert_transitions.labels(threshold, state).inc()
+        if self._transition_lines.take(time.monotonic()):
+            scope = snapshot.get("scope") or {}
+            log.info("alert %s: %s on %s: %s of %s calls match", state, threshold,
+                     ", ".join(f"{k}={v}" for k, v in scope.items()) or "-", snapshot.get("count", "-"),
+                     snapshot.get("attempts", "-"),
+                     extra=fields(**{**scope, "threshold": threshold, "fingerprint": alert.fingerprint}))
         if self._on_transition_hook is not None:
             self._on_transition_hook(alert, snapshot)
 
@@ -350,6 +359,10 @@ class Daemon:
                 pipeline.lifecycle.link_alive(health.name, health.last_event_at)
         self._commit(lambda: pipeline.tick(now, budget_s))
         self._manage_collector()
+        held = self._transition_lines.held_back(time.monotonic())
+        if held:
+            log.info("%d more alert transition(s) in the last %.0f s, not logged one by one (blockradar report and "
+                     "/metrics have them)", held, self._transition_lines.period_s)
         failure = self.store_failure
         if failure is not None and now - failure["failed_at"] >= STORE_RECOVERED_AFTER_S:
             with contextlib.suppress(*STORE_ERRORS):  # a failure is reported by the store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import textwrap
 import time
 from pathlib import Path
@@ -48,7 +49,8 @@ def am_posts(sink: HttpSink, status: str) -> list[dict]:
     return [r.json for r in sink.requests if isinstance(r.json, dict) and r.json.get("status") == status]
 
 
-async def test_alertmanager_receives_shows_and_resolves_the_daemons_alert(tmp_path: Path):
+async def test_alertmanager_receives_shows_and_resolves_the_daemons_alert(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="blockradar")
     async with HttpSink() as sink, Alertmanager(tmp_path, sink.url) as am, \
             AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami:
         config = tmp_path / "blockradar.yaml"
@@ -94,6 +96,15 @@ async def test_alertmanager_receives_shows_and_resolves_the_daemons_alert(tmp_pa
             assert resolved["alerts"][0]["status"] == "resolved"
             assert not [a for a in await am.alerts() if a["labels"].get("caller_number") == NUMBER
                         and a["status"]["state"] == "active"]
+            # the log says each transition and each delivery, once, with what it is about
+            lines = [(r.getMessage(), getattr(r, "labels", {})) for r in caplog.records]
+            fired = [labels for message, labels in lines
+                     if message.startswith(f"alert firing: number-blocked on caller_number={NUMBER}")]
+            assert fired == [{"caller_number": NUMBER, "threshold": "number-blocked",
+                              "fingerprint": f"number-blocked|caller_number={NUMBER}"}]
+            assert [m for m, _ in lines if m.startswith("alert resolved: number-blocked")]
+            delivered = [labels for message, labels in lines if message.startswith("outbox: alertmanager: delivered")]
+            assert len(delivered) >= 2 and delivered[0]["notifier"] == "alertmanager"
         finally:
             await daemon.stop(flush_s=2.0)
 

@@ -37,9 +37,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
+from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError, one_line
 from blockradar.clock import Clock, SystemClock
 from blockradar.durations import format_duration, parse_duration
+from blockradar.logs import fields
 from blockradar.store import STORE_ERRORS, OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,9 @@ class Outbox:
             self._retry(row, f"unexpected {type(exc).__name__}", None)
         else:
             self._count(name, "sent")
+            log.info("outbox: %s: delivered %s (%s, %d alert(s))", name, one_line(notification.title()),
+                     notification.status, len(notification.alerts),
+                     extra=fields(notifier=name, notification=row.notification_id))
             self._recovered(name)
             self._endpoints[name].sent_unmarked = row.id  # until the store has it: never sent twice
             self.store.outbox_mark_sent(row.id, self.clock.now())
@@ -356,6 +360,9 @@ class Outbox:
                             await asyncio.sleep(pause)
                         else:
                             self._count(notifier.name, "sent")
+                            log.info("outbox: %s: delivered from memory: %s", notifier.name,
+                                     one_line(notification.title()),
+                                     extra=fields(notifier=notifier.name, notification=notification.id))
                             delivered = True
                             break
                 if delivered:
