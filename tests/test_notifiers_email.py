@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from email import message_from_bytes, policy
+from email.utils import parsedate_to_datetime
 
 import pytest
 import trustme
@@ -14,7 +16,7 @@ from aiosmtpd.smtp import AuthResult
 
 from blockradar.alerting.notifiers import build_notifier
 from blockradar.alerting.notifiers.base import Notification, NotifyError
-from blockradar.alerting.notifiers.email import build_message
+from blockradar.alerting.notifiers.email import build_message, message_domain
 
 T0 = 1_700_000_000.0
 
@@ -182,7 +184,46 @@ def test_message_headers_come_only_from_config():
     cfg = build_notifier(email_config(25, None)).config
     msg = build_message(cfg, note(scope={"caller_number": "a\r\nBcc: x@y"}))
     assert set(msg.keys()) == {"Subject", "From", "To", "Date", "Message-ID", "X-Blockradar-Notification",
-                               "MIME-Version", "Content-Type"}
+                               "MIME-Version", "Content-Type", "In-Reply-To", "References", "Auto-Submitted",
+                               "X-Auto-Response-Suppress"}
+
+
+def test_a_message_holds_up_in_a_mail_client():
+    """A UTC date with +0000, a Message-ID at a real host, marked automatic, and the firing and the
+    resolved of one group threaded under one reference (a different group: a different thread)."""
+    cfg = build_notifier(email_config(25, None)).config
+    firing = build_message(cfg, note())
+    resolved_note = note(state="resolved", change="resolved", resolved_at="2026-11-30T02:00:00.000Z")
+    resolved_note.status = "resolved"
+    resolved = build_message(cfg, resolved_note)
+    other = note()
+    other.group_key = "{caller_number='+15550000000'}"
+    elsewhere = build_message(cfg, other)
+    assert firing["Date"].endswith("+0000")
+    assert abs(parsedate_to_datetime(firing["Date"]).timestamp() - time.time()) < 60
+    host = firing["Message-ID"].rsplit("@", 1)[1].rstrip(">")
+    assert host == message_domain(cfg) and "." in host and host != "blockradar"
+    assert firing["Auto-Submitted"] == "auto-generated"
+    assert firing["Message-ID"] != resolved["Message-ID"]
+    assert firing["References"] == resolved["References"] == firing["In-Reply-To"]
+    assert elsewhere["References"] != firing["References"]
+
+
+def test_a_huge_group_is_a_message_of_bounded_size_with_links_to_the_status_page():
+    cfg = build_notifier({**email_config(25, None), "status_url": "https://radar.example.net/",
+                          "max_detailed": 5}).config
+    big = note()
+    template = big.alerts[0]
+    big.alerts = [{**template, "scope": {"caller_number": f"+1555700{i:04d}"}} for i in range(100)]
+    big.unlisted = {"new": 400}
+    msg = build_message(cfg, big)
+    text = msg.get_body(("plain",)).get_content()
+    html_part = msg.get_body(("html",)).get_content()
+    assert len(msg.as_bytes()) < 120_000  # was 549 KB for 500 numbers
+    assert text.count("on the status page: https://radar.example.net/numbers/") == 5
+    assert "Also in this message (95): +15557000005, +15557000006" in text
+    assert "All of them: https://radar.example.net/" in text
+    assert '<a href="https://radar.example.net/numbers/+15557000099">+15557000099</a>' in html_part
 
 
 @pytest.mark.parametrize("addr", ["noc@example.com\r\nBcc: x@y", "a@b.c, d@e.f", "nobody"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -119,6 +120,23 @@ def test_many_alerts_stay_within_block_kit_limits(rules):
     payload = build_payload(note)
     assert slack_payload_problems(payload) == []
     assert "more:" in json.dumps(payload["blocks"][-2])
+
+
+def test_a_huge_group_names_a_bounded_list_and_links_to_the_status_page(rules):
+    (note,) = alert_notifications(rules, n_numbers=60)
+    note.unlisted = {"new": 440}
+    payload = build_payload(note, status_url="http://radar.example.net:9464/")
+    assert slack_payload_problems(payload) == []
+    text = json.dumps(payload["blocks"])
+    detailed = text.count("|Open on the status page>")
+    assert 1 <= detailed <= 8  # the detailed ones link to their cards
+    listed = re.findall(r"<http://radar\.example\.net:9464/numbers/\+\d+\|\+\d+>", text)
+    # a bounded list of whole names (no link cut in half), then a count
+    assert 30 <= len(listed) <= 40 and f"and {60 - detailed - len(listed)} more" in text
+    assert text.count("<http://radar.example.net:9464/numbers/") == text.count("|Open on the status page>") + len(
+        listed)
+    assert "<http://radar.example.net:9464/|All of them on the status page>" in text
+    assert len(text) < 40_000
 
 
 def test_long_header_is_cut_to_150():

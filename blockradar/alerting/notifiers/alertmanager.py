@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import time
-import urllib.parse
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -39,7 +38,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from blockradar.alerting.notifiers import wording
-from blockradar.alerting.notifiers.base import AlertDict, Notification, NotifierConfig, NotifyError, SecretValue
+from blockradar.alerting.notifiers.base import (
+    AlertDict,
+    Notification,
+    NotifierConfig,
+    NotifyError,
+    SecretValue,
+    status_page_url,
+)
 from blockradar.alerting.notifiers.http import HttpPoster
 from blockradar.durations import parse_duration
 from blockradar.secret import mask_url
@@ -144,14 +150,7 @@ class AlertmanagerNotifier:
         return f"AlertmanagerNotifier({self.describe()!r})"
 
     def generator_url(self, alert: AlertDict) -> str | None:
-        base = self.config.status_url
-        if not base:
-            return None
-        base = base.rstrip("/")
-        number = (alert.get("scope") or {}).get("caller_number")
-        if alert.get("kind") == "number" and number:
-            return f"{base}/numbers/{urllib.parse.quote(number, safe='+')}"
-        return f"{base}/"
+        return status_page_url(self.config.status_url, alert)
 
     def payload(self, notification: Notification) -> list[dict[str, Any]]:
         """What ``send`` posts (and keeps for the refresher)."""

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import ssl
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypedDict, runtime_checkable
@@ -181,6 +182,18 @@ def one_line(text: Any, limit: int = 200) -> str:
     """Network text made single-line and bounded: control characters (CR, LF, tabs ...) become a space."""
     value = _CONTROL.sub(" ", str(text)).strip()
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
+def status_page_url(base: str | None, alert: AlertDict | None = None) -> str | None:
+    """Where blockradar's status page shows ``alert`` (a number's card for a number alert, else the
+    overview), under the page's public ``base`` URL (a notifier's ``status_url``); None without one."""
+    if not base:
+        return None
+    base = base.rstrip("/")
+    number = (alert.get("scope") or {}).get("caller_number") if alert is not None else None
+    if alert is not None and alert.get("kind") == "number" and number:
+        return f"{base}/numbers/{urllib.parse.quote(number, safe='+')}"
+    return f"{base}/"
 
 
 _ERRNO_WORDS = {

@@ -9,12 +9,15 @@ part escapes everything with ``html.escape``.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
+import socket
 import ssl
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 from typing import Any, ClassVar, Literal
 
 import aiosmtplib
@@ -28,6 +31,7 @@ from blockradar.alerting.notifiers.base import (
     SecretValue,
     network_reason,
     one_line,
+    status_page_url,
 )
 from blockradar.alerting.notifiers.wording import (
     facts,
@@ -57,6 +61,8 @@ class EmailConfig(NotifierConfig):
     validate_certs: bool = True
     ca_file: str | None = None  # extra CA bundle (a private mail relay)
     timeout: float = Field(default=30.0, gt=0)
+    status_url: str | None = None  # blockradar's status page as readers reach it: links to numbers' cards
+    max_detailed: int = Field(default=20, ge=1, le=100)  # alerts shown in full; the rest as a list of names
 
     @model_validator(mode="after")
     def _tls_modes(self) -> EmailConfig:
@@ -86,14 +92,33 @@ def _alert_text(alert: AlertDict) -> list[str]:
     return lines
 
 
-def render_text(notification: Notification) -> str:
+MAX_NAMES = 200  # alerts beyond the detailed ones are listed by name, up to this many
+
+
+def _names(alerts: list[AlertDict]) -> list[str]:
+    return [", ".join(str(v) for v in (a.get("scope") or {}).values()) or str(a.get("threshold", "")) for a in alerts]
+
+
+def render_text(notification: Notification, max_detailed: int = 20, status_url: str | None = None) -> str:
     lines = [one_line(notification.title(), 300), ""]
     if notification.test:
         lines += ["This is a test message from `blockradar notify-test`; nothing is being blocked.", ""]
-    for alert in notification.alerts:
-        lines += [*_alert_text(alert), ""]
+    for alert in notification.alerts[:max_detailed]:
+        lines += [*_alert_text(alert)]
+        card = status_page_url(status_url, alert)
+        if card:
+            lines.append(f"  on the status page: {card}")
+        lines.append("")
+    rest = notification.alerts[max_detailed:]
+    if rest:
+        names = _names(rest)
+        shown = ", ".join(one_line(n, 60) for n in names[:MAX_NAMES])
+        more = f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
+        lines += [f"Also in this message ({len(rest)}): {shown}{more}", ""]
     if unlisted_line(notification):
         lines += [unlisted_line(notification), ""]
+    if status_url and (rest or notification.unlisted):
+        lines += [f"All of them: {status_page_url(status_url)}", ""]
     lines.append(f"notification id {notification.id}")
     return "\n".join(lines) + "\n"
 
@@ -131,28 +156,71 @@ def _alert_html(alert: AlertDict) -> str:
     return "".join(parts)
 
 
-def render_html(notification: Notification) -> str:
+def render_html(notification: Notification, max_detailed: int = 20, status_url: str | None = None) -> str:
     h = html.escape
     parts = [f"<h2>{h(one_line(notification.title(), 300))}</h2>"]
     if notification.test:
         parts.append("<p><b>This is a test message from blockradar notify-test; nothing is being blocked.</b></p>")
-    parts += [_alert_html(alert) for alert in notification.alerts]
+    for alert in notification.alerts[:max_detailed]:
+        parts.append(_alert_html(alert))
+        card = status_page_url(status_url, alert)
+        if card:
+            parts.append(f"<p>{_page_link(card, 'Open on the status page')}</p>")
+    rest = notification.alerts[max_detailed:]
+    if rest:
+        items = []
+        for alert, name in list(zip(rest, _names(rest), strict=True))[:MAX_NAMES]:
+            card = status_page_url(status_url, alert)
+            items.append(f"<li>{_page_link(card, one_line(name, 60)) if card else h(one_line(name, 60))}</li>")
+        more = f"<p>and {len(rest) - MAX_NAMES} more</p>" if len(rest) > MAX_NAMES else ""
+        parts.append(f"<p><b>Also in this message ({len(rest)}):</b></p><ul>{''.join(items)}</ul>{more}")
     if unlisted_line(notification):
         parts.append(f"<p><b>{h(unlisted_line(notification))}</b></p>")
+    if status_url and (rest or notification.unlisted):
+        parts.append(f"<p>{_page_link(status_page_url(status_url) or '', 'All of them on the status page')}</p>")
     parts.append(f"<p style=\"color:#888\">notification id {h(notification.id)}</p>")
     return "<html><body>" + "".join(parts) + "</body></html>"
 
 
+def _page_link(url: str, label: str) -> str:
+    """A link to our own status page (its URL comes from the config, not the network; still escaped)."""
+    h = html.escape
+    if url.startswith(("https://", "http://")):
+        return f'<a href="{h(url, quote=True)}">{h(label)}</a>'
+    return h(label)
+
+
+def message_domain(config: EmailConfig) -> str:
+    """The host part of our Message-IDs: this machine's fully qualified name when it has one, else the
+    sender's domain (never a made-up name a spam filter would frown on)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost") and not fqdn.endswith(".localdomain"):
+        return fqdn
+    return config.sender.rsplit("@", 1)[-1].strip(">").strip() or "localhost"
+
+
+def thread_id(group_key: str, domain: str) -> str:
+    """The Message-ID every message of an alert group refers to: firing, repeats and resolved of one
+    group (one number, one trunk) thread together in any mail client."""
+    return f"<blockradar.group.{hashlib.sha256(group_key.encode()).hexdigest()[:24]}@{domain}>"
+
+
 def build_message(config: EmailConfig, notification: Notification) -> EmailMessage:
     msg = EmailMessage(policy=_POLICY)
+    domain = message_domain(config)
     msg["Subject"] = subject_of(notification)
     msg["From"] = config.sender
     msg["To"] = ", ".join(config.to)
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain="blockradar")
+    msg["Date"] = format_datetime(datetime.now(UTC))  # "+0000": the time is known to be UTC (RFC 5322 3.3)
+    msg["Message-ID"] = make_msgid(domain=domain)
+    if not notification.test:
+        msg["In-Reply-To"] = thread_id(notification.group_key, domain)
+        msg["References"] = thread_id(notification.group_key, domain)
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies, no loops
+    msg["X-Auto-Response-Suppress"] = "All"  # the same for Exchange
     msg["X-Blockradar-Notification"] = notification.id
-    msg.set_content(render_text(notification))
-    msg.add_alternative(render_html(notification), subtype="html")
+    msg.set_content(render_text(notification, config.max_detailed, config.status_url))
+    msg.add_alternative(render_html(notification, config.max_detailed, config.status_url), subtype="html")
     return msg
 
 

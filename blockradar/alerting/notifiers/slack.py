@@ -28,6 +28,7 @@ from blockradar.alerting.notifiers.base import (
     NotifierConfig,
     SecretValue,
     one_line,
+    status_page_url,
 )
 from blockradar.alerting.notifiers.http import HttpPoster
 from blockradar.alerting.notifiers.wording import facts, redress_parts, state_line, unlisted_line
@@ -47,6 +48,7 @@ _SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~
 class SlackConfig(NotifierConfig):
     type: Literal["slack"] = "slack"
     webhook_url: SecretValue
+    status_url: str | None = None  # blockradar's status page as readers reach it: a link to each number's card
 
 
 def mrkdwn_escape(text: Any) -> str:
@@ -65,17 +67,30 @@ def safe_link(url: str | None, label: str) -> str:
     return mrkdwn_escape(url or label)
 
 
+def page_link(url: str | None, label: str) -> str | None:
+    """A link to our status page (its base from the config; the number in it is URL-quoted)."""
+    if url and url.startswith(("https://", "http://")) and not any(c in url for c in "|<> "):
+        return f"<{url}|{mrkdwn_escape(label)}>"
+    return None
+
+
+MAX_NAMES = 40  # alerts beyond the detailed ones are listed by name, up to this many
+
+
 def _field(title: str, value: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=_cut(f"*{title}*\n{value}", MAX_FIELD))
 
 
-def alert_blocks(alert: AlertDict) -> list[Any]:
+def alert_blocks(alert: AlertDict, status_url: str | None = None) -> list[Any]:
     e = mrkdwn_escape
     resolved = alert.get("state") == "resolved"
     icon = ":white_check_mark:" if resolved else (":pause_button:" if alert.get("held") else ":rotating_light:")
     head = f"{icon} *{e(state_line(alert))}*"
     if alert.get("kind") != "self" and alert.get("description"):
         head += f"\n{e(alert.get('description', ''))}"
+    card = page_link(status_page_url(status_url, alert), "Open on the status page")
+    if card:
+        head += f"\n{card}"
     fields = [_field(label, e(value)) for label, value in facts(alert)]
     blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=_cut(head, MAX_TEXT)), fields=fields[:MAX_FIELDS])]
     samples = alert.get("samples", [])
@@ -100,7 +115,7 @@ def alert_blocks(alert: AlertDict) -> list[Any]:
     return blocks
 
 
-def build_payload(notification: Notification) -> dict[str, Any]:
+def build_payload(notification: Notification, status_url: str | None = None) -> dict[str, Any]:
     """The webhook JSON body: fallback ``text`` plus ``blocks`` (dicts, validated by slack_sdk)."""
     title = notification.title()
     blocks: list[Any] = [HeaderBlock(text=PlainTextObject(text=_cut(mrkdwn_escape(title), MAX_HEADER)))]
@@ -108,20 +123,34 @@ def build_payload(notification: Notification) -> dict[str, Any]:
         blocks.append(SectionBlock(text=MarkdownTextObject(
             text="*This is a test message from `blockradar notify-test`; nothing is being blocked.*")))
     alerts = notification.alerts
+    shown = 0
     for alert in alerts[:MAX_ALERTS_DETAILED]:
-        more = alert_blocks(alert)
-        if len(blocks) + len(more) + 3 > MAX_BLOCKS:
+        more = alert_blocks(alert, status_url)
+        if len(blocks) + len(more) + 4 > MAX_BLOCKS:
             break
         blocks.append(DividerBlock())
         blocks.extend(more)
-    rest = alerts[MAX_ALERTS_DETAILED:]
+        shown += 1
+    rest = alerts[shown:]
     if rest:
-        names = ", ".join(mrkdwn_escape(", ".join(a.get("scope", {}).values())) for a in rest)
+        names: list[str] = []
+        room = MAX_TEXT - 100  # whole names (and whole links) only: a cut one would be a broken link
+        for alert in rest[:MAX_NAMES]:
+            name = ", ".join(str(v) for v in (alert.get("scope") or {}).values()) or str(alert.get("threshold", ""))
+            shown_name = page_link(status_page_url(status_url, alert), name) or mrkdwn_escape(name)
+            if len(shown_name) + 2 > room:
+                break
+            room -= len(shown_name) + 2
+            names.append(shown_name)
+        beyond = f" and {len(rest) - len(names)} more" if len(rest) > len(names) else ""
         blocks.append(SectionBlock(text=MarkdownTextObject(
-            text=_cut(f"*and {len(rest)} more:* {names}", MAX_TEXT))))
+            text=_cut(f"*and {len(rest)} more:* {', '.join(names)}{beyond}", MAX_TEXT))))
     if unlisted_line(notification):
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_cut(mrkdwn_escape(unlisted_line(notification)),
                                                                      MAX_TEXT))))
+    overview = page_link(status_page_url(status_url), "All of them on the status page")
+    if overview and (rest or notification.unlisted):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=overview)))
     group = ", ".join(f"{mrkdwn_escape(k)}={mrkdwn_escape(v)}" for k, v in notification.group_labels.items() if v)
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text=_cut(f"blockradar | group {group or '-'} | {len(alerts)} alert(s) | id {notification.id}", MAX_TEXT))]))
@@ -149,7 +178,7 @@ class SlackNotifier:
 
     async def send(self, notification: Notification) -> None:
         await self._http.post(self.config.webhook_url.reveal(), where=self.describe(),
-                              json=build_payload(notification))
+                              json=build_payload(notification, self.config.status_url))
 
     async def aclose(self) -> None:
         await self._http.aclose()
