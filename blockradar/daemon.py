@@ -53,11 +53,12 @@ from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.logs import LineBudget, fields
 from blockradar.looplag import LoopLagMonitor
 from blockradar.metrics import AlertsCollector, HealthCollector, Metrics, WindowCollector
+from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
 from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock, outcome_row
 from blockradar.storewriter import StoreWriter
-from blockradar.web import HttpServer, build_app
+from blockradar.web import HttpServer, StatusSource, build_app
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,9 @@ class Daemon:
             lambda: [th for group in self.pipeline.groups for th in group.thresholds] if self.pipeline else ()))
         await self.outbox.start()
         if config.http is not None:
-            self.http = HttpServer(build_app(self.registry, self.health_report), config.http.host,
+            status = StatusSource(config.store, self.status_live, self.clock.now,
+                                  NumberPlan(config.numbers.default_region))
+            self.http = HttpServer(build_app(self.registry, self.health_report, status), config.http.host,
                                    config.http.port)
             try:
                 await self.http.start()
@@ -519,6 +522,25 @@ class Daemon:
             return self.outbox.depth() if self.outbox is not None else 0
         except Exception:
             return -1
+
+    def status_live(self, max_alerts: int = 100) -> dict[str, Any]:
+        """The status page's live part: connectors, the newest firing alerts (at most ``max_alerts``, the
+        rest counted) and the active silences."""
+        _, report = self.health_report()
+        firing: list[Alert] = []
+        if self.pipeline is not None:
+            firing = [alert for group in self.pipeline.groups for th in group.thresholds
+                      for alert in th.active.values() if alert.state == "firing"]
+        firing.sort(key=lambda a: a.fired_at or 0.0, reverse=True)
+        alerts = [{"name": a.threshold.name if a.threshold else a.labels.get("threshold", ""),
+                   "severity": a.labels.get("severity"), "scope": dict(a.scope), "count": a.matching,
+                   "attempts": a.attempts, "fired_at": a.fired_at} for a in firing[:max_alerts]]
+        alerts += [{"name": s["alert"], "severity": "critical", "scope": {"subject": s["subject"]},
+                    "detail": s["detail"]} for s in report.get("self_alerts", [])]
+        now = self.clock.now()
+        silences = [s.to_dict() for s in (self.pipeline.lifecycle.silences if self.pipeline else ()) if s.active(now)]
+        return {"connectors": report["connectors"], "alerts": alerts,
+                "alerts_more": max(0, len(firing) - max_alerts), "silences": silences}
 
     def health_report(self) -> tuple[bool, dict[str, Any]]:
         now = time.time()

@@ -26,7 +26,7 @@ from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -92,6 +92,11 @@ _SCHEMA_V2 = """
 ALTER TABLE outbox ADD COLUMN group_key TEXT;
 UPDATE outbox SET group_key = json_extract(payload, '$.group_key') WHERE json_valid(payload);
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox(notifier, status, id);
+"""
+
+# v3: a calling number's outcomes by time, for its card on the status page
+_SCHEMA_V3 = """
+CREATE INDEX IF NOT EXISTS outcomes_caller ON outcomes(caller_number, at);
 """
 
 
@@ -268,10 +273,13 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
         if version < 1:
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n"
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n{_SCHEMA_V3}\n"
                                    f"PRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
-        elif version < 2:
+            return
+        if version < 2:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V2}\nPRAGMA user_version=2;\nCOMMIT;")
+        if version < 3:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V3}\nPRAGMA user_version=3;\nCOMMIT;")
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 
 from blockradar.demo.session import BLOCKED_NUMBER, demo_plan
 
@@ -19,8 +21,17 @@ def test_demo_plan_blocks_one_number_on_both_pbxes():
 
 def test_demo_runs_to_its_summary(tmp_path):
     store = tmp_path / "demo.db"
-    run = subprocess.run([sys.executable, "-m", "blockradar", "demo", "--duration", "8", "--json",
-                          "--store", str(store)], capture_output=True, text=True, timeout=120)
+    demo = subprocess.Popen([sys.executable, "-m", "blockradar", "demo", "--duration", "8", "--json",
+                             "--store", str(store)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert demo.stdout is not None
+    start = json.loads(demo.stdout.readline())  # the first JSON line says where the status page is
+    assert start["kind"] == "demo-start" and start["status_page"].startswith("http://127.0.0.1:")
+    time.sleep(5)  # some calls in
+    with urllib.request.urlopen(start["status_page"], timeout=10) as response:
+        page = response.read().decode()
+    assert response.status == 200 and "demo-asterisk" in page and "<svg" in page
+    stdout, stderr = demo.communicate(timeout=120)
+    run = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["kind"] == "demo-summary"

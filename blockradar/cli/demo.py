@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import click
@@ -18,10 +19,16 @@ from blockradar.logs import setup_logging
 @click.option("--quiet", is_flag=True, help="No live table, just alerts and the summary.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False),
               help="Keep the demo's SQLite store here (then try `blockradar report --store FILE`).")
-def demo(config_path: str | None, duration: float, as_json: bool, quiet: bool, store_path: str | None) -> None:
-    """Stream real recorded calls from emulated Asterisk and FreeSWITCH through the real daemon."""
+@click.option("--listen", default="127.0.0.1:0", show_default=True,
+              help="Where the status page (and /metrics, /healthz) listens; port 0 picks a free one.")
+@click.option("--serve", is_flag=True, help="After the traffic, keep the status page up until Ctrl-C.")
+def demo(config_path: str | None, duration: float, as_json: bool, quiet: bool, store_path: str | None,
+         listen: str, serve: bool) -> None:
+    """Stream real recorded calls from emulated Asterisk and FreeSWITCH through the real daemon, and serve
+    its status page meanwhile (the URL is printed first)."""
     setup_logging("human", logging.WARNING)
     from blockradar.demo.session import run_demo
 
-    run_demo(duration_s=duration, user_config=config_path, live=not quiet and not as_json, as_json=as_json,
-             store_path=store_path)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C while --serve keeps the page up
+        run_demo(duration_s=duration, user_config=config_path, live=not quiet and not as_json, as_json=as_json,
+                 store_path=store_path, listen=listen, serve=serve)

@@ -11,6 +11,7 @@ resolves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sys
@@ -103,8 +104,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 class DemoSession:
     def __init__(self, *, duration_s: float = 20.0, user_config: str | None = None, out: TextIO = sys.stdout,
-                 live: bool = True, as_json: bool = False, store_path: str | None = None) -> None:
+                 live: bool = True, as_json: bool = False, store_path: str | None = None,
+                 listen: str = "127.0.0.1:0", serve: bool = False) -> None:
         self.duration_s = duration_s
+        self.listen = listen  # the daemon's HTTP: /metrics, /healthz and the status page
+        self.serve = serve  # after the traffic, keep the status page up until Ctrl-C
         self.store_path = store_path
         self.user_config = user_config
         self.out = out
@@ -139,7 +143,7 @@ class DemoSession:
                          "repeat_interval": "1h", "send_resolved": True},
             "notifiers": notifiers,
             "store": str(Path(self.store_path).resolve()) if self.store_path else str(workdir / "demo.db"),
-            "http": {"listen": "127.0.0.1:0"},
+            "http": {"listen": self.listen},
             "self_health": {"link_down_after": "10s"},
         }
         path = workdir / "demo.yaml"
@@ -167,8 +171,15 @@ class DemoSession:
                             on_transition=lambda a, s: self._on_transition(a, s))
             await daemon.start()
             http_port = daemon.http.bound_port if daemon.http else "-"
+            host = self.listen.rpartition(":")[0] or "127.0.0.1"
+            page = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{http_port}/"
+            self.status_url = page
+            if self.as_json:  # JSON lines: this one first, the summary last
+                self.out.write(json.dumps({"kind": "demo-start", "status_page": page}) + "\n")
+                self.out.flush()
             self._say(f"blockradar demo: emulated Asterisk AMI on 127.0.0.1:{ami.port} and FreeSWITCH ESL on "
-                      f"127.0.0.1:{esl.port}; /metrics and /healthz on 127.0.0.1:{http_port}")
+                      f"127.0.0.1:{esl.port}\nstatus page: {page}  (numbers' cards at {page}numbers/<E.164>; "
+                      f"/metrics and /healthz beside it)")
             await self._wait_connected(daemon)
             self._say(f"connected: {', '.join(h.name + '=' + str(h.state) for h in daemon.healths())}; "
                       f"streaming {self.duration_s:.0f} s of calls rebuilt from real recordings ...\n")
@@ -176,6 +187,10 @@ class DemoSession:
             # let the last alerts group, then the blocked number's window empty and its alert resolve
             await self._wait_settled(daemon)
             _, report = daemon.health_report()
+            if self.serve:
+                self._say(f"\nthe status page stays up at {page} ; Ctrl-C to stop")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
             await daemon.stop(flush_s=5)
         await ami.close()
         await asyncio.to_thread(esl.stop)

@@ -172,9 +172,18 @@ class TrafficBuilder:
             when += _dt.timedelta(seconds=shift)
             return match.group(1) + b": " + when.strftime("%Y-%m-%d %H:%M:%S").encode()
 
+        uuids: dict[bytes, bytes] = {}
+
+        def new_uuid(match: re.Match[bytes]) -> bytes:  # the SIP Call-ID: every call its own (the issue 13 audit)
+            key = match.group(0)
+            if key not in uuids:
+                uuids[key] = str(uuid.uuid4()).encode()
+            return uuids[key]
+
         out = []
         for frame in self._template("ami", spec.scenario).frames:
             frame = _UNIQUEID_RE.sub(new_id, frame)
+            frame = _UUID_RE.sub(new_uuid, frame)
             frame = _CHAN_SEQ_RE.sub(new_chan, frame)
             frame = _EVENT_TIME_RE.sub(new_time, frame)
             frame = frame.replace(TEMPLATE_CALLER.encode(), caller)
