@@ -284,12 +284,15 @@ class Daemon:
         now = self.clock.now()
         self.metrics.store_errors.inc()
         failure = self.store_failure
+        unstored = self.writer.pending if self.writer else 0
         if failure is not None:
             failure["failed_writes"] += 1
             failure["failed_at"] = now
+            failure["most_unstored"] = max(failure["most_unstored"], unstored)
             return
         error = f"{type(exc).__name__}: {exc}"[:300]  # SQLite's and the OS's words, never a stored row
-        self.store_failure = {"error": error, "since": now, "failed_at": now, "failed_writes": 1}
+        self.store_failure = {"error": error, "since": now, "failed_at": now, "failed_writes": 1,
+                              "most_unstored": unstored, "dropped_before": self.writer.dropped if self.writer else 0}
         log.error("store %s cannot be written (%s): alerts are judged in memory and sent without the durable "
                   "outbox until it can; one message per episode", self.config.store, error)
         if self.selfhealth is not None:
@@ -305,9 +308,11 @@ class Daemon:
         if now - failure["failed_at"] < STORE_RECOVERED_AFTER_S:
             return
         self.store_failure = None
-        log.warning("store %s is written again after %.0f s (%d failed write(s)); %d outcome(s) kept in memory are "
-                    "being written", self.config.store, now - failure["since"], failure["failed_writes"],
-                    self.writer.pending if self.writer else 0)
+        let_go = (self.writer.dropped if self.writer else 0) - failure["dropped_before"]
+        log.warning("store %s is written again after %.0f s (%d failed write(s)); up to %d outcome(s) and alert "
+                    "state(s) waited in memory meanwhile, %d still to write, %d let go", self.config.store,
+                    now - failure["since"], failure["failed_writes"], failure["most_unstored"],
+                    self.writer.pending if self.writer else 0, let_go)
         if self.selfhealth is not None:
             self.selfhealth.store_ok(str(self.config.store), now)
 
@@ -558,6 +563,9 @@ class Daemon:
                 "expired_calls": health.expired_calls, "clock_skewed": health.clock_skewed,
                 "last_error": health.last_error, "last_error_at": health.last_error_at,
                 "auth_failing": health.auth_failing,
+                # the hand-off to the pipeline (ESL): outcomes waiting, the most that waited, and how often
+                # the reader was held back for room (backpressure, never taken for a hung PBX)
+                **{k: health.extra[k] for k in ("pending", "pending_high_water", "held_back") if k in health.extra},
             })
         report = {
             "connectors": connectors,

@@ -46,13 +46,15 @@ def bundled_rules_dir() -> Path:
 def resolve_rule_path(spec: str) -> tuple[Path, str]:
     """``default`` or a bundled pack name (``carriers/twilio``) -> bundled file; else a path.
 
-    Returns (path to read, name to show in messages)."""
+    Returns (path to read, name to show in messages: ``default pack``, ``carriers/twilio pack`` or the
+    path as given), so a location reads ``default pack:120``."""
     bundled = bundled_rules_dir()
     name = spec[:-5] if spec.endswith(".yaml") else spec
     candidate = bundled / f"{name}.yaml"
     try:
         if not Path(spec).exists() and candidate.is_file():
-            return candidate, f"rules/{name}.yaml"
+            # named as the config names it, not by a path inside the installed package a user never sees
+            return candidate, f"{name} pack"
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte (tests/fuzz): not bundled
         pass
     return Path(spec), spec

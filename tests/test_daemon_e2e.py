@@ -181,6 +181,9 @@ async def test_daemon_lifecycle(tmp_path: Path):
             states = {c["name"]: c for c in health["connectors"]}
             assert states["pbx1"]["state"] == "connected" and states["fs1"]["state"] == "connected"
             assert states["fs1"]["clock_skewed"] > 0  # recorded hours ago: PBX time replaced by receive time
+            # the ESL hand-off's backpressure is visible (the issue 12 lab run found it computed but not shown)
+            assert states["fs1"]["pending"] == 0 and states["fs1"]["held_back"] == 0
+            assert states["fs1"]["pending_high_water"] >= 1
             status, body = http_get(http_port, "/metrics")
             text = body.decode()
             assert status == 200

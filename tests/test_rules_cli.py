@@ -31,7 +31,7 @@ def test_explain_603plus_human_with_redress_and_trace():
                      'SIP;cause=603;text="v=analytics1;url=https://x.example;id=42"', "--trace")
     assert run.returncode == 0, run.stderr
     assert re.search(r"^category:\s+analytics_block", run.stdout, re.M)
-    assert re.search(r"^rule:\s+atis-603plus \(rules/default\.yaml:\d+\)", run.stdout, re.M)
+    assert re.search(r"^rule:\s+atis-603plus \(default pack:\d+\)", run.stdout, re.M)
     assert "url=https://x.example" in run.stdout and "id=42" in run.stdout
     assert "MATCH atis-603plus" in run.stdout
 

@@ -143,8 +143,11 @@ async def test_the_store_fails_and_recovers_while_calls_flow(tmp_path: Path, fau
             await until(lambda: ("store-failing", "resolved") in alert_names(sink), what="the store-failing resolve")
             await status_becomes(port, 200, "healthz 200")
             await until(lambda: daemon.store.count_outcomes() == first + second, what="every outcome stored")
-            recovered = [r for r in caplog.records if "is written again" in r.getMessage()]
+            recovered = [r.getMessage() for r in caplog.records if "is written again" in r.getMessage()]
             assert len(recovered) == 1
+            # what waited in memory during the episode is said (the lab's full disk: "0 kept" read as nothing)
+            waited = int(recovered[0].split("up to ")[1].split(" ")[0])
+            assert waited >= 1 and recovered[0].endswith(", 0 let go")
         finally:
             await daemon.stop(flush_s=3)
     with Store(store_path) as check:
