@@ -323,6 +323,10 @@ class Daemon:
     def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
         threshold, state = str(snapshot.get("threshold")), str(snapshot.get("state"))
         self.metrics.alert_transitions.labels(threshold, state).inc()
+        if alert.fired_at is not None and self.writer is not None and self.writer.accepting:
+            # the episode outlives the alert's state row (deleted once its resolve is announced)
+            self.writer.record_alert(alert.fingerprint, threshold, alert.labels.get("severity"), dict(alert.scope),
+                                     alert.fired_at, alert.resolved_at if state == "resolved" else None)
         if self._transition_lines.take(time.monotonic()):
             scope = snapshot.get("scope") or {}
             log.info("alert %s: %s on %s: %s of %s calls match", state, threshold,

@@ -48,9 +48,10 @@ class ScopeReport:
         }
 
 
-def build_report(rows: Iterable[dict[str, Any]], alert_states: Iterable[dict[str, Any]],
+def build_report(rows: Iterable[dict[str, Any]], alert_history: Iterable[dict[str, Any]],
                  analytics_categories: frozenset[str]) -> dict[str, list[ScopeReport]]:
-    """Aggregate store rows (``Store.report_rows``) and alert states into per-scope reports."""
+    """Aggregate store rows (``Store.report_rows``) and alert episodes (``Store.alert_history``: those that
+    fired, or still fired, in the period, resolved ones too) into per-scope reports."""
     by_scope: dict[str, dict[str, ScopeReport]] = {"caller_number": {}, "trunk": {}}
     for row in rows:
         for scope in ("caller_number", "trunk"):
@@ -77,13 +78,11 @@ def build_report(rows: Iterable[dict[str, Any]], alert_states: Iterable[dict[str
             report.last_at = row.get("at")
             if row.get("redress"):
                 report.last_redress = row["redress"]
-    for state in alert_states:
-        snapshot = state.get("snapshot") or {}
-        scope = snapshot.get("scope") or {}
-        for key, value in scope.items():
+    for episode in alert_history:
+        for key, value in (episode.get("scope") or {}).items():
             report = by_scope.get(key, {}).get(value)
-            if report is not None and state.get("fired_at"):
-                report.alerts.add(f"{state['threshold']} ({state['state']})")
+            if report is not None:
+                report.alerts.add(f"{episode['threshold']} ({'resolved' if episode.get('resolved_at') else 'firing'})")
     return {
         scope: sorted(reports.values(), key=lambda r: (-r.block_rate, -r.analytics_blocks, -r.attempts, r.value))
         for scope, reports in by_scope.items()

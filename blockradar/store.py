@@ -26,7 +26,7 @@ from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -97,6 +97,20 @@ CREATE INDEX IF NOT EXISTS outbox_order ON outbox(notifier, status, id);
 # v3: a calling number's outcomes by time, for its card on the status page
 _SCHEMA_V3 = """
 CREATE INDEX IF NOT EXISTS outcomes_caller ON outcomes(caller_number, at);
+"""
+
+# v4: every alert episode (fired, resolved), kept after its state row is gone: for reports and number cards
+_SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS alert_history (
+    fingerprint TEXT NOT NULL,
+    threshold TEXT NOT NULL,
+    severity TEXT,
+    scope TEXT NOT NULL,              -- JSON object: caller_number, trunk ...
+    fired_at REAL NOT NULL,
+    resolved_at REAL,
+    PRIMARY KEY (fingerprint, fired_at)
+);
+CREATE INDEX IF NOT EXISTS alert_history_fired ON alert_history(fired_at);
 """
 
 
@@ -273,13 +287,15 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
         if version < 1:
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n{_SCHEMA_V3}\n"
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n{_SCHEMA_V3}\n{_SCHEMA_V4}\n"
                                    f"PRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
             return
         if version < 2:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V2}\nPRAGMA user_version=2;\nCOMMIT;")
         if version < 3:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V3}\nPRAGMA user_version=3;\nCOMMIT;")
+        if version < 4:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V4}\nPRAGMA user_version=4;\nCOMMIT;")
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -450,6 +466,28 @@ class Store:
     def delete_alert_state(self, fingerprint: str) -> None:
         with self._tx():
             self._db.execute("DELETE FROM alert_states WHERE fingerprint = ?", (fingerprint,))
+
+    def record_alert(self, fingerprint: str, threshold: str, severity: str | None, scope: dict[str, str],
+                     fired_at: float, resolved_at: float | None = None) -> None:
+        """An alert episode: its firing (``resolved_at`` None), then its resolve (the same row, by fired_at)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO alert_history(fingerprint, threshold, severity, scope, fired_at, resolved_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(fingerprint, fired_at) DO UPDATE SET "
+                "resolved_at=excluded.resolved_at",
+                (fingerprint, threshold, severity, json.dumps(scope, sort_keys=True), fired_at, resolved_at))
+
+    def alert_history(self, since: float, scope_key: str | None = None, value: str | None = None,
+                      limit: int = 1000) -> list[dict[str, Any]]:
+        """Alert episodes that fired, or were still firing, after ``since`` (optionally of one scope value),
+        newest first."""
+        sql = "SELECT * FROM alert_history WHERE (fired_at >= ? OR resolved_at IS NULL OR resolved_at >= ?)"
+        args: list[Any] = [since, since]
+        if scope_key is not None:
+            sql += " AND json_extract(scope, ?) = ?"
+            args += [f"$.{scope_key}", value]
+        rows = self._db.execute(sql + " ORDER BY fired_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [{**dict(r), "scope": json.loads(r["scope"])} for r in rows]
 
     def save_group(self, key: str, labels: dict[str, str], last_sent_at: float | None, notified_firing: list[str],
                    notified_resolved: list[str]) -> None:

@@ -99,6 +99,15 @@ class StoreWriter:
         if rows:
             self._queue(_Job(write, len(rows)))
 
+    def record_alert(self, fingerprint: str, threshold: str, severity: str | None, scope: dict[str, str],
+                     fired_at: float, resolved_at: float | None = None) -> None:
+        """Queue an alert episode's firing or resolve (``Store.record_alert``)."""
+        def write(store: Store) -> bool:
+            store.record_alert(fingerprint, threshold, severity, scope, fired_at, resolved_at)
+            return False
+
+        self._queue(_Job(write))
+
     def prune(self, outcomes_before: float, outbox_before: float) -> None:
         """Queue the retention's deletes: outcomes older than ``outcomes_before`` (``PRUNE_ROWS`` per
         transaction), then finished outbox rows older than ``outbox_before``; logs what went."""

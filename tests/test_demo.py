@@ -33,7 +33,9 @@ def test_demo_runs_to_its_summary(tmp_path):
     stdout, stderr = demo.communicate(timeout=120)
     run = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    records = [json.loads(line) for line in run.stdout.splitlines()]  # --json: JSON lines, every one
+    assert [r["kind"] for r in records] == ["demo-start", "demo-summary"]
+    summary = records[-1]
     assert summary["kind"] == "demo-summary"
     assert summary["connectors"] == {"demo-asterisk": "connected", "demo-freeswitch": "connected"}
     planned = len(demo_plan(8))
@@ -49,6 +51,6 @@ def test_demo_runs_to_its_summary(tmp_path):
     assert "=== " in run.stderr and "analytics blocks on +15557650003" in run.stderr  # the console notifier
     report = subprocess.run([sys.executable, "-m", "blockradar", "report", "--store", str(store), "--json"],
                             capture_output=True, text=True, timeout=60)
-    numbers = json.loads(report.stdout)["numbers"]
+    numbers = [r for r in map(json.loads, report.stdout.splitlines()) if r["kind"] == "number"]
     assert numbers[0]["value"] == BLOCKED_NUMBER and numbers[0]["analytics_blocks"] >= 3
     assert sum(n["attempts"] for n in numbers) == planned

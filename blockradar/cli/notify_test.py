@@ -14,6 +14,7 @@ import click
 
 from blockradar.alerting.notifiers import build_notifiers
 from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier, NotifyError
+from blockradar.cli.common import print_json
 from blockradar.config import ConfigError, load_config, read_env_file
 from blockradar.outcome import iso
 
@@ -76,7 +77,8 @@ async def send_all(notifiers: list[Notifier], timeout_s: float) -> list[tuple[No
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait per notifier.")
 @click.option("--env-file", type=click.Path(dir_okay=False), default=None,
               help="Read ${VAR}s from this KEY=VALUE file too (e.g. /etc/blockradar/blockradar.env).")
-def notify_test(config: str, timeout: float, env_file: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one per notifier, then a summary.")
+def notify_test(config: str, timeout: float, env_file: str | None, as_json: bool) -> None:
     """Send a clearly marked test alert through each configured notifier and report OK or the error."""
     if env_file is not None:
         try:
@@ -91,10 +93,15 @@ def notify_test(config: str, timeout: float, env_file: str | None) -> None:
     failed = 0
     for notifier, error in results:
         describe = getattr(notifier, "describe", lambda n=notifier: n.name)()
-        if error is None:
+        failed += error is not None
+        if as_json:
+            print_json({"kind": "notify-test", "notifier": notifier.name, "ok": error is None, "target": describe,
+                        "error": error})
+        elif error is None:
             click.echo(f"OK    {describe}")
         else:
-            failed += 1
             click.echo(f"FAIL  {describe}: {error}")
+    if as_json:
+        print_json({"kind": "notify-test-summary", "notifiers": len(results), "failed": failed})
     if failed:
         raise SystemExit(1)

@@ -138,9 +138,15 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
             click.echo(f"blockradar replay: {exc}", err=True)
             sys.exit(2)
         outcomes.extend(recording.outcomes)
-        if stats:
-            click.echo(f"{path}: {recording.format}, {len(recording.outcomes)} outcome(s), {recording.stats}",
-                       err=True)
+        if stats:  # what the reader counted: a JSON line with --json, else words (on stderr beside the records)
+            counted = {"kind": "reader-stats", "file": str(path), "format": recording.format,
+                       "outcomes": len(recording.outcomes), **dict(recording.stats)}
+            if as_json:
+                print_json(counted)
+            else:
+                click.echo(f"{path}: {recording.format}, {len(recording.outcomes)} outcome(s); "
+                           + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dict(recording.stats).items()),
+                           err=True)
     outcomes.sort(key=lambda o: o.ended_at if o.ended_at is not None else float("inf"))
     records = replay_records(outcomes, ruleset, config, with_alerts=not no_alerts)
     if as_json:

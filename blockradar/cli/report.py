@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,6 +13,7 @@ from blockradar.cli.common import print_json, table
 from blockradar.config import ConfigError, load_config
 from blockradar.durations import parse_duration
 from blockradar.numbers import DEFAULT_REGION, NumberPlan
+from blockradar.outcome import iso
 from blockradar.report import build_report
 from blockradar.ruleset import RuleSetError, load_ruleset
 from blockradar.store import Store
@@ -65,17 +67,34 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
         rows = (r for r in store.report_rows(since_ts)
                 if (not wanted_numbers or r["caller_number"] in wanted_numbers)
                 and (not wanted_trunks or r["trunk"] in wanted_trunks))
-        reports = build_report(rows, store.load_alert_states(), ruleset.analytics_categories())
-    if as_json:
-        print_json({"since": since, "numbers": [r.to_dict() for r in reports["caller_number"][:limit]],
-                    "trunks": [r.to_dict() for r in reports["trunk"][:limit]]})
+        history = store.alert_history(since_ts)
+        reports = build_report(rows, history, ruleset.analytics_categories())
+    numbers, trunk_rows = reports["caller_number"][:limit], reports["trunk"][:limit]
+    if as_json:  # JSON lines: one per number, per trunk, per alert episode, then the summary
+        for kind, items in (("number", numbers), ("trunk", trunk_rows)):
+            for r in items:
+                print_json({"kind": kind, **r.to_dict()})
+        for episode in history:
+            print_json({"kind": "alert", **episode,
+                        "state": "firing" if episode["resolved_at"] is None else "resolved"})
+        print_json({"kind": "report-summary", "since": since, "numbers": len(numbers), "trunks": len(trunk_rows),
+                    "alerts": len(history),
+                    "alerts_resolved": sum(1 for e in history if e["resolved_at"] is not None)})
         return
-    headers = ["attempts", "answered", "blocks", "603+", "608", "607", "603", "block rate", "last redress", "alerts"]
+    headers = ["attempts", "answer rate", "blocks", "603+", "608", "607", "603", "block rate", "last redress",
+               "alerts"]
     for scope, title in (("caller_number", "calling number"), ("trunk", "trunk")):
-        rows = [[r.value, r.attempts, f"{r.answer_rate:.0%}", r.analytics_blocks, r.sip_603plus, r.sip_608,
+        rows: list[list[Any]] = [
+            [r.value, r.attempts, f"{r.answer_rate:.0%}", r.analytics_blocks, r.sip_603plus, r.sip_608,
                  r.sip_607, r.sip_603, f"{r.block_rate:.1%}",
                  (r.last_redress or {}).get("url") or (r.last_redress or {}).get("tel") or "",
                  ", ".join(sorted(r.alerts))] for r in reports[scope][:limit]]
         click.echo(f"per {title}, last {since} (worst first):")
         click.echo(table([title, *headers], rows) if rows else "  (no calls)")
         click.echo("")
+    if history:
+        click.echo(f"alerts, last {since} (newest first; resolved ones too):")
+        click.echo(table(["fired", "alert", "severity", "about", "resolved"],
+                         [[iso(e["fired_at"]), e["threshold"], e["severity"] or "",
+                           ", ".join(f"{k}={v}" for k, v in e["scope"].items()),
+                           iso(e["resolved_at"]) if e["resolved_at"] else "(firing)"] for e in history]))

@@ -21,7 +21,7 @@ def rules() -> None:
               help="Check the files alone; by default they are layered on the bundled default pack, "
                    "as 'rules: [default, FILE...]' would load them.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one per problem, then a summary.")
 def check(files: tuple[str, ...], standalone: bool, strict: bool, as_json: bool) -> None:
     """Validate rule FILES (default: the bundled pack). Exit 0 when usable, 2 when not.
 
@@ -31,12 +31,17 @@ def check(files: tuple[str, ...], standalone: bool, strict: bool, as_json: bool)
     ruleset, report = build_ruleset(specs)
     failed = bool(report.errors) or (strict and bool(report.warnings))
     if as_json:
+        for problem in report.errors + report.warnings:
+            print_json({"kind": "problem", "severity": problem.severity, "file": problem.file, "line": problem.line,
+                        "column": problem.column, "key": problem.key_path, "message": problem.message,
+                        "text": str(problem)})
         print_json({
+            "kind": "rules-check",
             "ok": not failed,
-            "files": specs,
+            "files": list(ruleset.files) if ruleset else specs,
             "rules": len(ruleset.rules) if ruleset else None,
-            "errors": [str(p) for p in report.errors],
-            "warnings": [str(p) for p in report.warnings],
+            "errors": len(report.errors),
+            "warnings": len(report.warnings),
         })
     else:
         for problem in report.errors + report.warnings:

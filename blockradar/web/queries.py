@@ -186,8 +186,9 @@ def number_card(path: str | Path, number: str, now: float) -> dict[str, Any] | N
 
 
 def _alert_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]:
-    """The number's alerts as the store knows them (the latest state of each), newest first."""
-    rows = db.execute("SELECT threshold, state, started_at, fired_at, resolved_at FROM alert_states "
-                      "WHERE json_extract(labels, '$.caller_number') = ? ORDER BY coalesce(fired_at, started_at) DESC "
-                      "LIMIT 20", (number,)).fetchall()
-    return [dict(row) for row in rows]
+    """The number's alert episodes, newest first: each firing and, once over, its resolve (the history
+    outlives an alert's state row, which goes once its resolve is announced)."""
+    rows = db.execute("SELECT threshold, severity, fired_at, resolved_at FROM alert_history "
+                      "WHERE json_extract(scope, '$.caller_number') = ? ORDER BY fired_at DESC LIMIT 20",
+                      (number,)).fetchall()
+    return [{**dict(row), "state": "firing" if row["resolved_at"] is None else "resolved"} for row in rows]
