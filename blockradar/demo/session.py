@@ -80,6 +80,7 @@ def demo_plan(duration_s: float) -> Plan:
 class DemoStats:
     outcomes: list[tuple[CallOutcome, Classification]] = field(default_factory=list)
     transitions: list[AlertDict] = field(default_factory=list)
+    notifications: int = 0  # group notifications the daemon emitted (each banner on the console is one)
 
     def by_number(self) -> list[list[Any]]:
         rows: dict[tuple[str, str], Counter[str]] = {}
@@ -228,6 +229,7 @@ class DemoSession:
                 esl.push([builder.esl_frame(body) for body in builder.esl_bodies(spec)])
             if self.live and time.monotonic() >= next_table:
                 next_table += 4.0
+                self.stats.notifications = daemon.pipeline.lifecycle.notifications if daemon.pipeline else 0
                 self._live_table(time.monotonic() - start)
 
     async def _wait_settled(self, daemon: Any, limit_s: float = 30.0) -> None:
@@ -248,7 +250,9 @@ class DemoSession:
 
     def _live_table(self, elapsed: float) -> None:
         firing = sum(1 for s in self._alert_states().values() if s == "firing")
-        self._say(f"--- {elapsed:4.0f} s: {len(self.stats.outcomes)} calls, {firing} alert(s) firing")
+        # alerts are grouped per threshold: one notification (one banner above) can carry several of them
+        self._say(f"--- {elapsed:4.0f} s: {len(self.stats.outcomes)} calls, {firing} alert(s) firing, "
+                  f"{self.stats.notifications} notification(s) sent")
         self._say(_table(["number", "trunk", "attempts", "answered", "blocked", "unwanted", "block rate"],
                          self.stats.by_number()))
         self._say("")

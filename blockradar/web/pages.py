@@ -190,7 +190,10 @@ def number_card(card: dict[str, Any]) -> str:
     body = (
         f'<section id="summary"><h2>{e(number)}: last {card["days"]} days</h2>{head}'
         f'<p class="muted">first seen {_time(card["first_seen"])}, last seen {_time(card["last_seen"])}</p>'
-        f'{charts.legend()}{charts.stacked_bars(card["series"], title=number + ": calls per day", hours=False)}'
+        f'{charts.legend()}<div class="charts">'
+        f'{charts.stacked_bars(card["series_hour"], title=number + ": last hour, 5-minute bars", label_every=3)}'
+        f'{charts.stacked_bars(card["series_day"], title=number + ": last day, hourly bars", label_every=4)}'
+        f'{charts.stacked_bars(card["series"], title=number + ": calls per day", hours=False)}</div>'
         f'</section>'
         f'<section id="categories"><h2>Results by category</h2><table><tr><th>category</th><th class="n">calls</th>'
         f'<th class="n">share</th></tr>{categories}</table></section>'

@@ -180,6 +180,8 @@ def number_card(path: str | Path, number: str, now: float) -> dict[str, Any] | N
             "blocking_networks": dict(sorted(networks.items(), key=lambda kv: -kv[1])),
             "redress_contacts": list(contacts.values())[:10],
             "series": _series(db, "caller_number = ?", (number,), aligned(now, DAY, CARD_DAYS), DAY, CARD_DAYS),
+            "series_day": _series(db, "caller_number = ?", (number,), aligned(now, HOUR, 24), HOUR, 24),
+            "series_hour": _series(db, "caller_number = ?", (number,), aligned(now, 300.0, 12), 300.0, 12),
             "rejections": _rejections(db, since, "caller_number = ?", (number,), limit=10),
             "alerts": _alert_history(db, number),
         }
