@@ -33,7 +33,7 @@ def test_demo_runs_to_its_summary(tmp_path):
     stdout, stderr = demo.communicate(timeout=120)
     run = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert run.returncode == 0, run.stderr[-3000:]
-    records = [json.loads(line) for line in run.stdout.splitlines()]  # --json: JSON lines, every one
+    records = [start, *(json.loads(line) for line in run.stdout.splitlines())]  # --json: JSON lines, every one
     assert [r["kind"] for r in records] == ["demo-start", "demo-summary"]
     summary = records[-1]
     assert summary["kind"] == "demo-summary"
