@@ -93,6 +93,17 @@ class LineBudget:
         return held
 
 
+class LabelledLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose every line carries the same ``labels`` (a connector's name and PBX), merged with any
+    given per call through ``extra=fields(...)``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(kwargs.get("extra") or {})
+        extra["labels"] = {**(self.extra or {}), **extra.get("labels", {})}
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
 def utc_iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 

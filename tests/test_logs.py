@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from blockradar.logs import LineBudget, fields, setup_logging
+from blockradar.logs import LabelledLog, LineBudget, fields, setup_logging
 
 
 @pytest.fixture
@@ -140,3 +140,15 @@ def test_a_storm_of_lines_is_its_first_lines_and_a_count():
     assert budget.held_back(105.0) == 0  # the period is not over: nothing to say yet
     assert budget.held_back(110.5) == 47 and budget.held_back(111.0) == 0
     assert budget.take(111.0)  # a new period
+
+
+def test_a_connectors_lines_carry_its_name_and_pbx(restore_root):
+    stream = io.StringIO()
+    setup_logging("json", logging.INFO, stream=stream)
+    log = LabelledLog(logging.getLogger("blockradar.connectors.asterisk"), {"connector": "pbx1", "pbx": "asterisk"})
+    log.warning("%s: link lost", "pbx1")
+    log.info("call ended", extra=fields(call_id="c-1", caller_number="+15557650003"))
+    first, second = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert first["labels"] == {"connector": "pbx1", "pbx": "asterisk"} and first["message"] == "pbx1: link lost"
+    assert second["labels"] == {"connector": "pbx1", "pbx": "asterisk", "call_id": "c-1",
+                                "caller_number": "+15557650003"}

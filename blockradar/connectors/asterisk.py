@@ -43,6 +43,7 @@ from panoramisk.message import Message
 from blockradar.clock import Clock, EventTimeGuard, SystemClock
 from blockradar.connectors.ami_calls import AmiCallTracker, AmiEventPipeline, LiveEventTime
 from blockradar.connectors.base import ConnectorHealth, LinkState, OutcomeSink, RedialSchedule
+from blockradar.logs import LabelledLog
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
@@ -241,6 +242,7 @@ class AsteriskConnector:
         self._sink = sink
         self._clock = clock or SystemClock()
         self._guard = EventTimeGuard(f"asterisk:{config.name}", config.clock_skew_tolerance)
+        self.log = LabelledLog(log, {"connector": config.name, "pbx": "asterisk"})  # JSON lines: labels
         self._tracker = AmiCallTracker(connector=config.name, trunks=config.trunks, ttl_s=config.call_ttl,
                                        numbers=NumberPlan(config.region))
         self._pipeline = AmiEventPipeline(
@@ -365,7 +367,7 @@ class AsteriskConnector:
                 self._set_state(LinkState.BACKING_OFF, reason)
                 wait_state = LinkState.BACKING_OFF
             except Exception as exc:  # a bug must not end the supervisor: log, back off, retry
-                log.exception("%s: AMI session failed unexpectedly", self.name)
+                self.log.exception("%s: AMI session failed unexpectedly", self.name)
                 self._set_state(LinkState.BACKING_OFF, f"internal error: {type(exc).__name__}")
                 wait_state = LinkState.BACKING_OFF
             finally:
@@ -430,7 +432,7 @@ class AsteriskConnector:
             if login not in done or login.cancelled() or login.exception() is not None:
                 reason = "connection lost during login" if protocol.lost.done() else "no reply to Login"
                 self._set_state(LinkState.BACKING_OFF, reason)
-                log.warning("%s: %s (%s)", self.name, reason, cfg.where())
+                self.log.warning("%s: %s (%s)", self.name, reason, cfg.where())
                 return False
             response = login.result()
             if not response.success:
@@ -459,9 +461,9 @@ class AsteriskConnector:
             f"{message}; retrying every {self.config.auth_backoff:g} s and on reload (SIGHUP)"
         )
         if self._auth_failures == 1:
-            log.error("%s: %s (check the username and secret in the config)", self.name, text)
+            self.log.error("%s: %s (check the username and secret in the config)", self.name, text)
         else:
-            log.debug("%s: %s (attempt %d)", self.name, text, self._auth_failures)
+            self.log.debug("%s: %s (attempt %d)", self.name, text, self._auth_failures)
         self._set_state(LinkState.AUTH_FAILED, text)
 
     def _logged_in(self) -> None:
@@ -471,9 +473,9 @@ class AsteriskConnector:
         if h.connects > 1:
             h.reconnects += 1
         if self._auth_failures:
-            log.info("%s: AMI login accepted again after %d failure(s)", self.name, self._auth_failures)
+            self.log.info("%s: AMI login accepted again after %d failure(s)", self.name, self._auth_failures)
         self._auth_failures = 0
-        log.info(
+        self.log.info(
             "%s: logged in to %s (%s)", self.name, self.config.where(), self._pipeline.framer.banner or "no banner"
         )
         if self._booted is not None and self._booted.is_set():
@@ -493,7 +495,7 @@ class AsteriskConnector:
                 and not protocol.lost.done()
                 and self._clock.monotonic() - logged_in_at > cfg.login_timeout
             ):
-                log.warning(
+                self.log.warning(
                     "%s: no FullyBooted %g s after login: does the AMI user have read=system and "
                     "the events mask include system? Treating the link as up.",
                     self.name,
@@ -509,7 +511,7 @@ class AsteriskConnector:
                 if self._shutdown_restart is not None:
                     reason = f"PBX shut down (Restart: {self._shutdown_restart})"
                 self._set_state(LinkState.BACKING_OFF, reason)
-                log.warning("%s: %s", self.name, reason)
+                self.log.warning("%s: %s", self.name, reason)
                 return
             self._tracker.expire(self._clock.now())
             self._pings += 1
@@ -535,7 +537,7 @@ class AsteriskConnector:
         since = self._clock.monotonic()
         reason = (f"no Pong within {cfg.ping_timeout:g} s: PBX presumed hung; keeping the session for what it "
                   f"queues")
-        log.warning("%s: %s", self.name, reason)
+        self.log.warning("%s: %s", self.name, reason)
         self._set_state(LinkState.UNRESPONSIVE, reason)
         next_check = since + cfg.hung_timeout
         give_up_at: float | None = None
@@ -555,7 +557,7 @@ class AsteriskConnector:
                         continue
                     reason = (f"no answer for {now - since:.0f} s while the PBX greets a new connection: "
                               f"giving up on the session, reconnecting")
-                    log.warning("%s: %s", self.name, reason)
+                    self.log.warning("%s: %s", self.name, reason)
                     self._set_state(LinkState.BACKING_OFF, reason)
                     protocol.abort()
                     return False
@@ -575,7 +577,7 @@ class AsteriskConnector:
                     whole_pbx_hung = True
                     reason = (f"no answer for {now - since:.0f} s, and a new connection gets no banner "
                               f"either: the whole PBX is hung; keeping the session until it resumes")
-                    log.warning("%s: %s", self.name, reason)
+                    self.log.warning("%s: %s", self.name, reason)
                     self._set_state(LinkState.UNRESPONSIVE, reason)
                 # asked again once per hung_timeout: each unanswered connection waits in the PBX's accept
                 # queue and is logged there as "unable to authenticate" when it resumes
@@ -588,7 +590,7 @@ class AsteriskConnector:
         """The hung session spoke again (a Pong or any byte): back to CONNECTED, logged."""
         if not (ping.done() or self._last_data > since):
             return False
-        log.warning("%s: the PBX answers again after %.1f s; the session and its queued events were kept",
+        self.log.warning("%s: the PBX answers again after %.1f s; the session and its queued events were kept",
                     self.name, self._clock.monotonic() - since)
         self._set_state(LinkState.CONNECTED)
         return True
@@ -629,7 +631,7 @@ class AsteriskConnector:
             outcomes = self._pipeline.feed(data, now)
         except Exception:  # must never escape data_received (asyncio would drop the link)
             self._pipeline.stats.parse_errors += 1
-            log.exception("%s: AMI data could not be processed; chunk skipped", self.name)
+            self.log.exception("%s: AMI data could not be processed; chunk skipped", self.name)
             return
         self._health.last_event_at = now
         for outcome in outcomes:
@@ -640,7 +642,7 @@ class AsteriskConnector:
             self._sink(outcome)
         except Exception as exc:  # P-1: a raising sink never drops the connection
             self._sink_errors += 1
-            log.error(
+            self.log.error(
                 "%s: outcome sink raised %s; outcome %s dropped",
                 self.name,
                 type(exc).__name__,
@@ -664,7 +666,7 @@ class AsteriskConnector:
         elif name == "Shutdown":
             self._shutdowns += 1
             self._shutdown_restart = event.get("Restart", "").lower() == "true"
-            log.warning(
+            self.log.warning(
                 "%s: PBX announced shutdown (%s, Restart: %s); trying it again every second",
                 self.name,
                 event.get("Shutdown", "?"),

@@ -80,6 +80,7 @@ from blockradar.connectors.esl_wire import (
     EslProtocolError,
     event_name,
 )
+from blockradar.logs import LabelledLog
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.secret import Secret
@@ -465,6 +466,7 @@ class FreeswitchConnector:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._guard = EventTimeGuard(config.name, config.clock_skew_tolerance_s)
+        self.log = LabelledLog(log, {"connector": config.name, "pbx": "freeswitch"})  # JSON lines: labels
         self._normalizer = EslCallNormalizer(
             config.name, guard=self._guard, dedup_size=config.dedup_size, gateways_only=config.gateways_only,
             gateways=config.gateways, gateway_names=dict(config.gateway_names),
@@ -505,7 +507,7 @@ class FreeswitchConnector:
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, self.config.stop_timeout_s)
             if thread.is_alive():
-                log.error("%s: ESL thread did not stop within %.1f s", self.name, self.config.stop_timeout_s)
+                self.log.error("%s: ESL thread did not stop within %.1f s", self.name, self.config.stop_timeout_s)
         if self._handoff is not None:
             self._handoff.drain_all()  # what the reader produced before it stopped is not lost (G3)
         self._set_state(LinkState.STOPPED)
@@ -559,7 +561,7 @@ class FreeswitchConnector:
                 self._delivered += 1
             except Exception as exc:  # a sink bug must not stop the stream
                 self._sink_errors += 1
-                log.error("%s: outcome sink raised %s (call %s)", self.name, type(exc).__name__, outcome.call_id)
+                self.log.error("%s: outcome sink raised %s (call %s)", self.name, type(exc).__name__, outcome.call_id)
 
     # -- link thread -----------------------------------------------------------------------------
 
@@ -572,7 +574,7 @@ class FreeswitchConnector:
         try:
             self._supervise()
         except BaseException as exc:  # report, never crash the interpreter
-            log.error("%s: ESL thread failed: %s", self.name, type(exc).__name__)
+            self.log.error("%s: ESL thread failed: %s", self.name, type(exc).__name__)
             self._set_state(LinkState.STOPPED, f"ESL thread failed: {type(exc).__name__}")
         finally:
             hub.destroy(destroy_loop=True)
@@ -630,7 +632,7 @@ class FreeswitchConnector:
                 continue
 
             if self._failures_in_row:
-                log.info("%s: ESL connected again after %d failed attempt(s)", self.name, self._failures_in_row)
+                self.log.info("%s: ESL connected again after %d failed attempt(s)", self.name, self._failures_in_row)
             self._failures_in_row = 0
             self._health.connects += 1
             if self._health.connects > 1:
@@ -638,7 +640,7 @@ class FreeswitchConnector:
             self._alive()
             redial.reset()
             self._set_state(LinkState.CONNECTED)
-            log.info("%s: ESL connected to %s (%s)", self.name, where, cfg.subscription())
+            self.log.info("%s: ESL connected to %s (%s)", self.name, where, cfg.subscription())
             self._live = esl
             try:
                 reason = self._watch(esl)
@@ -650,7 +652,7 @@ class FreeswitchConnector:
                 break
             wait = redial.next_delay()
             self._set_state(LinkState.BACKING_OFF, f"{where}: {reason}")
-            log.warning("%s: ESL connection lost (%s); reconnecting in %.1f s", self.name, reason, wait)
+            self.log.warning("%s: ESL connection lost (%s); reconnecting in %.1f s", self.name, reason, wait)
             self._sleep(wait)
 
     def _connect_and_subscribe(self, esl: HardenedInboundESL) -> None:
@@ -718,7 +720,7 @@ class FreeswitchConnector:
                 if probe is not None and probe.ready():
                     probe = None  # answered (a failure means the connection is gone: closed is set)
                 if hung_since is not None and self._last_frame > hung_since:
-                    log.warning("%s: FreeSWITCH answers again after %.1f s; the session and its queued events "
+                    self.log.warning("%s: FreeSWITCH answers again after %.1f s; the session and its queued events "
                                 "were kept", self.name, now - hung_since)
                     self._set_state(LinkState.CONNECTED)
                     hung_since, give_up_at, whole_pbx_hung = None, None, False
@@ -729,7 +731,7 @@ class FreeswitchConnector:
                     hung_since = now
                     reason = (f"no answer to 'api status' within {timeout:g} s: FreeSWITCH presumed hung; "
                               f"keeping the session for what it queues")
-                    log.warning("%s: %s", self.name, reason)
+                    self.log.warning("%s: %s", self.name, reason)
                     self._set_state(LinkState.UNRESPONSIVE, reason)
                 if liveness and silent > liveness:
                     if give_up_at is not None:
@@ -755,7 +757,7 @@ class FreeswitchConnector:
                                 reason = (f"no frame for {silent:.0f} s, and a new connection gets no greeting "
                                           f"either: the whole FreeSWITCH is hung; keeping the session until it "
                                           f"resumes")
-                                log.warning("%s: %s", self.name, reason)
+                                self.log.warning("%s: %s", self.name, reason)
                                 self._set_state(LinkState.UNRESPONSIVE, reason)
                 if probe is None and cfg.probe_interval_s and now >= next_probe:
                     self._probes += 1
@@ -816,14 +818,14 @@ class FreeswitchConnector:
             if name == HEARTBEAT_EVENT:
                 self._heartbeats += 1
             elif name == "SHUTDOWN":
-                log.warning("%s: FreeSWITCH announced SHUTDOWN; the link will drop", self.name)
+                self.log.warning("%s: FreeSWITCH announced SHUTDOWN; the link will drop", self.name)
             outcome = self._normalizer.on_named_frame(frame, name, received_at=now)
             if outcome is not None and self._handoff is not None:
                 self._handoff.put(outcome, wait_s=self.config.handoff_wait_s, sleep=gevent.sleep,
                                   waiting=self._held_back)
         except Exception as exc:  # the reader must survive; never log the frame (PII)
             self._wire_errors += 1
-            log.error("%s: ESL frame handling failed: %s", self.name, type(exc).__name__)
+            self.log.error("%s: ESL frame handling failed: %s", self.name, type(exc).__name__)
 
 
 # --------------------------------------------------------------------------------------- record
