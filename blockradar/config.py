@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from blockradar.actions.config import ActionConfig
 from blockradar.alerting.lifecycle import AlertingConfig
 from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
 from blockradar.durations import parse_duration
@@ -204,6 +213,7 @@ class DaemonConfig(_Strict):
     http: HttpConfig | None = Field(default_factory=HttpConfig)
     log_format: Literal["human", "json"] = "human"
     self_health: SelfHealthConfig = Field(default_factory=SelfHealthConfig)
+    actions: list[ActionConfig] = Field(default_factory=list)  # issue 14: what to do when an alert fires
 
     @field_validator("retention", mode="before")
     @classmethod
@@ -227,6 +237,22 @@ class DaemonConfig(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"threshold names must be unique; repeated: {dupes}")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_name_thresholds(cls, value: list[ActionConfig], info: ValidationInfo) -> list[ActionConfig]:
+        names = [a.name for a in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"action names must be unique; repeated: {dupes}")
+        thresholds = info.data.get("thresholds")
+        known = {t.name for t in (thresholds if thresholds is not None else DEFAULT_THRESHOLDS)}
+        for action in value:
+            unknown = [name for name in action.when if name not in known]
+            if unknown:
+                raise ValueError(f"action {action.name}: when names no threshold {unknown}; "
+                                 f"thresholds are {sorted(known)}")
         return value
 
     def effective_thresholds(self) -> list[ThresholdConfig]:

@@ -39,6 +39,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from blockradar.actions.planner import ActionDecision, ActionPlanner
 from blockradar.alerting.lifecycle import Alert
 from blockradar.alerting.notifiers import build_notifiers
 from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier
@@ -128,6 +129,8 @@ class Daemon:
         self._last_prune = 0.0
         self._thawed_at = 0.0  # the last gc.unfreeze(), monotonic
         self._transition_lines = LineBudget(limit=20, period_s=10.0)  # one INFO line per transition, storms summarised
+        self.actions = ActionPlanner(self.config.actions)  # decided and reported (dry run), issue 14
+        self._action_lines = LineBudget(limit=20, period_s=10.0)
 
     # ------------------------------------------------------------------------------------ start
 
@@ -323,6 +326,8 @@ class Daemon:
     def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
         threshold, state = str(snapshot.get("threshold")), str(snapshot.get("state"))
         self.metrics.alert_transitions.labels(threshold, state).inc()
+        if self.actions.actions:
+            self._report_actions(self.actions.on_transition(dict(snapshot), self.clock.now()))
         if alert.fired_at is not None and self.writer is not None and self.writer.accepting:
             # the episode outlives the alert's state row (deleted once its resolve is announced)
             self.writer.record_alert(alert.fingerprint, threshold, alert.labels.get("severity"), dict(alert.scope),
@@ -335,6 +340,16 @@ class Daemon:
                      extra=fields(**{**scope, "threshold": threshold, "fingerprint": alert.fingerprint}))
         if self._on_transition_hook is not None:
             self._on_transition_hook(alert, snapshot)
+
+    def _report_actions(self, decisions: list[ActionDecision]) -> None:
+        for decision in decisions:
+            self.metrics.action_decisions.labels(decision.action, decision.phase, str(decision.dry_run).lower()).inc()
+            if self._action_lines.take(time.monotonic()):
+                what = decision.reason if decision.phase == "held" else " ".join(decision.command or [])
+                log.info("action %s%s: %s %s: %s", decision.action, " (dry run)" if decision.dry_run else "",
+                         decision.phase, decision.caller_number, what,
+                         extra=fields(action=decision.action, phase=decision.phase,
+                                      caller_number=decision.caller_number, threshold=decision.threshold))
 
     def _connector_down(self, name: str) -> None:
         if self.pipeline is not None:
@@ -371,6 +386,8 @@ class Daemon:
                 pipeline.lifecycle.link_alive(health.name, health.last_event_at)
         self._commit(lambda: pipeline.tick(now, budget_s))
         self._manage_collector()
+        if self.actions.actions:
+            self._report_actions(self.actions.tick(now))
         held = self._transition_lines.held_back(time.monotonic())
         if held:
             log.info("%d more alert transition(s) in the last %.0f s, not logged one by one (blockradar report and "

@@ -62,6 +62,9 @@ class Metrics:
         self.notifications = Counter(
             "blockradar_notifications", "What became of notifications, by notifier and result (sent, retried, "
             "failed, expired, dropped, superseded).", ["notifier", "result"], registry=registry)
+        self.action_decisions = Counter(
+            "blockradar_action_decisions", "Action decisions (apply, restore, held), by action, phase and dry run.",
+            ["action", "phase", "dry_run"], registry=registry)
         self.reloads = Counter(
             "blockradar_reloads", "Rule/threshold reloads, by result.", ["result"], registry=registry)
         self.store_errors = Counter(

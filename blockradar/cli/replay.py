@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from blockradar.actions.planner import ActionPlanner
 from blockradar.classification import Classification
 from blockradar.cli.common import print_json, table
 from blockradar.config import ConfigError, DaemonConfig, load_config
@@ -59,16 +60,30 @@ def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: Daemon
         return [outcome_record(o, ruleset.classify(o)) for o in outcomes]
     thresholds = config.effective_thresholds() if config else None
     alerting = config.alerting if config else AlertingConfig()
-    pipeline = Pipeline(ruleset, thresholds, alerting, emit=lambda n: None,
-                        on_transition=lambda alert, snap: records.append(alert_event(snap)))
+    # the config's actions, backtested: one record per decision (apply, restore, held), on the recording's clock
+    planner = ActionPlanner(config.actions) if config and config.actions else None
+
+    def transition(snap: Any) -> None:
+        records.append(alert_event(snap))
+        if planner is not None:
+            records.extend(d.to_dict() for d in planner.on_transition(dict(snap)))
+
+    pipeline = Pipeline(ruleset, thresholds, alerting, emit=lambda n: None, on_transition=lambda alert, snap:
+                        transition(snap))
+
+    def tick(now: float) -> None:
+        pipeline.tick(now)
+        if planner is not None:
+            records.extend(d.to_dict() for d in planner.tick(now))
+
     for outcome in outcomes:
         if outcome.ended_at is not None:
-            pipeline.tick(outcome.ended_at)
+            tick(outcome.ended_at)
         slot = len(records)
         records.append({})  # the outcome's line goes before the alerts it triggers
         records[slot] = outcome_record(outcome, pipeline.process(outcome))
     if outcomes and outcomes[-1].ended_at is not None:
-        pipeline.tick(outcomes[-1].ended_at)
+        tick(outcomes[-1].ended_at)
     return records
 
 
@@ -170,4 +185,11 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
                          [[a["at"], a["threshold"], a["state"], a["severity"],
                            ", ".join(f"{k}={v}" for k, v in a["scope"].items()), a["count"], a["attempts"]]
                           for a in alerts]))
-    click.echo(f"\n{len(calls)} outcome(s), {len(alerts)} alert transition(s) from {len(files)} file(s)")
+    actions = [r for r in records if r["kind"] == "action"]
+    if actions:
+        click.echo("")
+        click.echo(table(["at", "action", "phase", "number", "dry run", "why held / command"],
+                         [[iso(a["at"]), a["action"], a["phase"], a["caller_number"], "yes" if a["dry_run"] else "no",
+                           a.get("reason") or " ".join(a.get("command") or [])] for a in actions]))
+    click.echo(f"\n{len(calls)} outcome(s), {len(alerts)} alert transition(s)"
+               + (f", {len(actions)} action decision(s)" if actions else "") + f" from {len(files)} file(s)")

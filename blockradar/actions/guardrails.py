@@ -1,0 +1,127 @@
+"""What one action may do now, for one calling number: the guardrails of issue 14, as pure state
+driven by event time (the daemon's clock live, the recording's in ``replay``).
+
+* **apply** (its alert fired) unless: an operator holds the number; it is resting already; the alert's
+  evidence is below ``min_count``; the number was restored less than ``cooldown`` ago; ``max_per_hour``
+  applies were made in the last hour; resting it would put more than ``max_pool_share`` of the pool at
+  rest. A number the caps stop *waits*: it is applied once there is room again and its alert still
+  fires (another number restored, the hour moved on), and reported ``held`` meanwhile.
+* **restore** ``restore_after`` after its alert resolved (never without one); a new firing before then
+  cancels the restore.
+* **hold** / **release**: an operator freezes a number (no apply, no restore) and lets it go again;
+  ``undo`` restores a resting number at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from blockradar.actions.config import ActionConfig
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the guardrails say about one number now: ``apply``, ``restore``, ``held`` (with why), or
+    ``none`` (nothing to do, nothing to report)."""
+
+    phase: str
+    number: str
+    reason: str = ""
+
+
+class Guardrails:
+    """The resting numbers of one action and the caps around them."""
+
+    def __init__(self, config: ActionConfig) -> None:
+        self.config = config
+        self.pool = set(config.pool)
+        self.cap = config.pool_cap()
+        self.resting: dict[str, float] = {}  # number -> since
+        self.restore_due: dict[str, float] = {}  # number -> when it is restored (its alert resolved)
+        self.restored_at: dict[str, float] = {}  # number -> last restore (cooldown)
+        self.waiting: dict[str, int] = {}  # numbers a cap held back, with their alert's count
+        self.holds: set[str] = set()
+        self._applies: deque[float] = deque()
+
+    # -- alert transitions ------------------------------------------------------------------------
+    def fired(self, number: str, count: int, now: float) -> Verdict:
+        """The alert on ``number`` fires (or fires again): apply, or say why not."""
+        self.restore_due.pop(number, None)  # firing again: no restore is due
+        if number in self.holds:
+            return Verdict("held", number, "held by an operator")
+        if number in self.resting:
+            return Verdict("none", number)
+        if self.pool and number not in self.pool:
+            return Verdict("held", number, "not in the action's pool")
+        if count < self.config.min_count:
+            return Verdict("held", number, f"{count} matching call(s), fewer than min_count {self.config.min_count}")
+        last = self.restored_at.get(number)
+        if last is not None and now - last < self.config.cooldown:
+            return Verdict("held", number, f"cooling down until {self.config.cooldown - (now - last):.0f} s from now")
+        blocked = self._cap_reason(now)
+        if blocked:
+            self.waiting[number] = count
+            return Verdict("held", number, blocked)
+        return self._apply(number, now)
+
+    def resolved(self, number: str, now: float) -> Verdict:
+        """The alert on ``number`` resolved: its restore is scheduled (``restore_after``)."""
+        self.waiting.pop(number, None)
+        if number in self.resting and number not in self.holds and self.config.restore_after is not None:
+            self.restore_due[number] = now + self.config.restore_after
+        return Verdict("none", number)
+
+    # -- time -------------------------------------------------------------------------------------
+    def due(self, now: float) -> list[Verdict]:
+        """Restores that are due, then the waiting applies that now have room (oldest first)."""
+        out = []
+        for number, at in sorted(self.restore_due.items(), key=lambda kv: kv[1]):
+            if at <= now:
+                out.append(self._restore(number, now))
+        for number in list(self.waiting):
+            if number in self.holds:
+                continue
+            if self._cap_reason(now):
+                break
+            del self.waiting[number]
+            out.append(self._apply(number, now))
+        return out
+
+    # -- an operator ------------------------------------------------------------------------------
+    def hold(self, number: str) -> None:
+        self.holds.add(number)
+        self.restore_due.pop(number, None)
+
+    def release(self, number: str) -> None:
+        self.holds.discard(number)
+
+    def undo(self, number: str, now: float) -> Verdict:
+        """Restore a resting number now (an operator's ``undo``)."""
+        if number not in self.resting:
+            return Verdict("none", number)
+        return self._restore(number, now)
+
+    # -- inside -----------------------------------------------------------------------------------
+    def _cap_reason(self, now: float) -> str:
+        while self._applies and now - self._applies[0] >= HOUR:
+            self._applies.popleft()
+        if len(self._applies) >= self.config.max_per_hour:
+            return f"hourly cap: {self.config.max_per_hour} applied in the last hour"
+        if self.cap is not None and sum(1 for n in self.resting if n in self.pool) >= self.cap:
+            return (f"pool share: {self.cap} of {len(self.pool)} numbers rest already "
+                    f"(max_pool_share {self.config.max_pool_share:g})")
+        return ""
+
+    def _apply(self, number: str, now: float) -> Verdict:
+        self.resting[number] = now
+        self._applies.append(now)
+        return Verdict("apply", number)
+
+    def _restore(self, number: str, now: float) -> Verdict:
+        self.resting.pop(number, None)
+        self.restore_due.pop(number, None)
+        self.restored_at[number] = now
+        return Verdict("restore", number)

@@ -1,0 +1,198 @@
+"""Actions (issue 14): the guardrails, table-driven, and the backtest of a policy with
+``blockradar replay --config FILE --json`` on a recording, with the config of the issue as written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from blockradar.actions.config import ActionConfig
+from blockradar.actions.guardrails import Guardrails
+from blockradar.demo.traffic import CallSpec, TrafficBuilder
+
+pytestmark = pytest.mark.timeout(60)
+
+A, B, C, D = "+15557650001", "+15557650002", "+15557650003", "+15557650004"
+T0 = 1_796_000_000.0
+
+
+def action(**fields) -> ActionConfig:
+    return ActionConfig(**{"name": "rest-cid", "when": ["number-strong-block"], "kind": "exec",
+                           "command": ["rest-cid", "{caller_number}"], **fields})
+
+
+# each step: (minutes after T0, event, number, count) -> the phases the guardrails answer, in order
+# events: fire, resolve, tick, hold, release, undo
+CASES = {
+    "apply, then restore an hour after the resolve": (
+        {}, [(0, "fire", A, 3, ["apply"]), (10, "resolve", A, 0, []), (69, "tick", None, 0, []),
+             (70, "tick", None, 0, ["restore"])]),
+    "firing again before the restore cancels it": (
+        {}, [(0, "fire", A, 3, ["apply"]), (10, "resolve", A, 0, []), (30, "fire", A, 3, []),
+             (200, "tick", None, 0, [])]),
+    "never restores without restore_after": (
+        {"restore_after": "never"}, [(0, "fire", A, 3, ["apply"]), (10, "resolve", A, 0, []),
+                                     (999, "tick", None, 0, [])]),
+    "pool share: the second waits, then goes once the first is restored": (
+        {"pool": [A, B, C], "max_pool_share": 0.34, "restore_after": "10m", "cooldown": "0s"},
+        [(0, "fire", A, 3, ["apply"]), (1, "fire", B, 3, ["held"]), (5, "resolve", A, 0, []),
+         (15, "tick", None, 0, ["restore", "apply"])]),
+    "not in the pool": (
+        {"pool": [A, B]}, [(0, "fire", D, 3, ["held"])]),
+    "a held apply whose alert resolved is dropped": (
+        {"pool": [A, B], "max_pool_share": 0.5, "restore_after": "10m"},
+        [(0, "fire", A, 3, ["apply"]), (1, "fire", B, 3, ["held"]), (2, "resolve", B, 0, []),
+         (3, "resolve", A, 0, []), (20, "tick", None, 0, ["restore"])]),
+    "cooldown after a restore": (
+        {"restore_after": "0s", "cooldown": "1h"},
+        [(0, "fire", A, 3, ["apply"]), (1, "resolve", A, 0, []), (2, "tick", None, 0, ["restore"]),
+         (30, "fire", A, 3, ["held"]), (63, "fire", A, 3, ["apply"])]),
+    "hourly cap": (
+        {"max_per_hour": 2}, [(0, "fire", A, 3, ["apply"]), (1, "fire", B, 3, ["apply"]),
+                              (2, "fire", C, 3, ["held"]), (61, "tick", None, 0, ["apply"])]),
+    "minimum evidence": (
+        {"min_count": 3}, [(0, "fire", A, 2, ["held"]), (1, "fire", A, 3, ["apply"])]),
+    "an operator's hold freezes a number, release lets it go": (
+        {"restore_after": "10m"}, [(0, "hold", A, 0, []), (1, "fire", A, 3, ["held"]), (2, "release", A, 0, []),
+                                   (3, "fire", A, 3, ["apply"]), (4, "hold", A, 0, []), (5, "resolve", A, 0, []),
+                                   (60, "tick", None, 0, [])]),
+    "undo restores at once": (
+        {}, [(0, "fire", A, 3, ["apply"]), (1, "undo", A, 0, ["restore"]), (2, "undo", A, 0, [])]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_guardrails(case: str):
+    fields, steps = CASES[case]
+    guard = Guardrails(action(**fields))
+    for minute, event, number, count, expected in steps:
+        now = T0 + minute * 60
+        if event == "fire":
+            verdicts = [guard.fired(number, count, now)]
+        elif event == "resolve":
+            verdicts = [guard.resolved(number, now)]
+        elif event == "tick":
+            verdicts = guard.due(now)
+        elif event == "undo":
+            verdicts = [guard.undo(number, now)]
+        else:
+            getattr(guard, event)(number)
+            verdicts = []
+        phases = [v.phase for v in verdicts if v.phase != "none"]
+        assert phases == expected, (case, minute, event, [(v.phase, v.number, v.reason) for v in verdicts])
+
+
+def test_templates_are_plain_names_only():
+    with pytest.raises(ValueError, match=r"use \{name\}"):
+        action(command=["rest-cid", "{caller_number.__class__}"])
+    with pytest.raises(ValueError, match=r"use \{name\}"):
+        action(command=["rest-cid", "{secret}"])
+    with pytest.raises(ValueError, match="needs command"):
+        ActionConfig(name="x", when=["number-strong-block"], kind="exec")
+
+
+def recording(path: Path) -> Path:
+    """A stream of real recorded 608s: two numbers of the pool blocked, then quiet, then later calls."""
+    builder = TrafficBuilder()
+    frames = [b"Asterisk Call Manager/11.0.0\r\n"]
+    t = T0
+    for number in (A, B):
+        for _ in range(3):
+            frames += builder.ami_frames(CallSpec("608", number, "+12125550100", "carrier-a", t))
+            t += 30
+    for i in range(6):  # hours later: answered calls from another number move the clock on
+        frames += builder.ami_frames(CallSpec("200", D, "+12125550100", "carrier-a", t + 3600 + i * 1800))
+    path.write_bytes(b"".join(frames))
+    return path
+
+
+def test_replay_backtests_the_issues_policy_as_written(tmp_path: Path):
+    config = tmp_path / "blockradar.yaml"
+    config.write_text(textwrap.dedent("""\
+        actions:
+          - name: rest-cid
+            when: [number-strong-block, number-analytics-blocks]
+            kind: exec
+            command: [rest-cid, '{caller_number}']
+            restore_after: 1h
+            dry_run: true
+            pool: ['+15557650001', '+15557650002']   # optional
+            max_pool_share: 0.34                      # optional
+        """))
+    run = subprocess.run([sys.executable, "-m", "blockradar", "replay", str(recording(tmp_path / "calls.ami")),
+                          "--config", str(config), "--json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    decisions = [r for r in map(json.loads, run.stdout.splitlines()) if r["kind"] == "action"]
+    seen = [(d["phase"], d["caller_number"]) for d in decisions]
+    # A rests; B is held (one of two numbers may rest: max_pool_share 0.34); an hour after A's alert
+    # resolved, A is restored; B's alert resolved meanwhile, so B is never rested
+    assert seen[:2] == [("apply", A), ("held", B)], seen
+    assert ("restore", A) in seen and ("apply", B) not in seen
+    assert all(d["action"] == "rest-cid" and d["dry_run"] is True for d in decisions)
+    (apply,) = [d for d in decisions if d["phase"] == "apply"]
+    assert apply["command"] == ["rest-cid", A] and apply["threshold"] in ("number-strong-block",
+                                                                          "number-analytics-blocks")
+    held = next(d for d in decisions if d["phase"] == "held")
+    assert "pool share" in held["reason"]
+    people = subprocess.run([sys.executable, "-m", "blockradar", "replay", str(tmp_path / "calls.ami"), "--config",
+                             str(config)], capture_output=True, text=True, timeout=60)
+    assert "rest-cid" in people.stdout and "action decision(s)" in people.stdout
+
+
+def test_a_config_names_what_is_wrong_with_an_action(tmp_path: Path):
+    config = tmp_path / "blockradar.yaml"
+    config.write_text("connectors: []\nstore: " + str(tmp_path / "s.db") + "\nactions:\n  - name: rest\n"
+                      "    when: [no-such-threshold]\n    kind: exec\n    command: [echo, '{caller_number}']\n")
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and f"{config}:3:1: actions: action rest: when names no threshold" in run.stderr
+    config.write_text(config.read_text() .replace("no-such-threshold", "number-strong-block") + "    dry_run: false\n")
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "dry_run: false is not supported yet" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_the_daemon_decides_and_reports_actions_live(tmp_path: Path, caplog):
+    import asyncio
+    import logging
+    import time
+
+    from blockradar.config import load_config
+    from blockradar.daemon import Daemon
+    from blockradar.testing import AmiServer, AmiSession
+
+    caplog.set_level(logging.INFO, logger="blockradar")
+    async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami:
+        config = tmp_path / "blockradar.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            connectors:
+              - {{name: pbx1, type: asterisk, port: {ami.port}, username: br, secret: pw}}
+            store: {tmp_path / "state.db"}
+            http: null
+            actions:
+              - {{name: rest-cid, when: [number-strong-block], kind: exec, command: [rest-cid, '{{caller_number}}']}}
+            """))
+        daemon = Daemon(load_config(config))
+        await daemon.start()
+        try:
+            deadline = time.monotonic() + 20
+            while daemon.healths()[0].last_event_at is None:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            builder = TrafficBuilder()
+            for i in range(2):
+                await ami.push(b"".join(builder.ami_frames(CallSpec("608", A, "+12125550100", "carrier-a",
+                                                                    time.time() + i))))
+            while not [r for r in caplog.records if r.getMessage().startswith("action rest-cid")]:
+                assert time.monotonic() < deadline, "no action decided"
+                await asyncio.sleep(0.05)
+        finally:
+            await daemon.stop(flush_s=2.0)
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("action rest-cid")]
+    assert record.getMessage() == f"action rest-cid (dry run): apply {A}: rest-cid {A}"
+    assert record.labels["caller_number"] == A and record.labels["phase"] == "apply"
