@@ -68,6 +68,7 @@ TICK_S = 1.0
 # the loop waits for that at most (a commit takes a few ms; a stalled disk must not stop alerting)
 OUTCOMES_WRITTEN_WAIT_S = 2.0
 PRUNE_EVERY_S = 3600.0
+HOLDS_RELOAD_S = 5.0  # how soon `blockradar actions hold|release` takes effect
 OUTBOX_KEPT_S = 7 * 86400.0  # sent, failed and expired notifications are kept a week
 # the most one slice of a tick may block the event loop: more work due (a mass expiry of alerts, groups
 # to flush) goes on in the next slice, after the loop has served the PBX reads and probes waiting
@@ -131,6 +132,7 @@ class Daemon:
         self._transition_lines = LineBudget(limit=20, period_s=10.0)  # one INFO line per transition, storms summarised
         self.actions = ActionPlanner(self.config.actions)  # decided and reported (dry run), issue 14
         self._action_lines = LineBudget(limit=20, period_s=10.0)
+        self._holds_loaded_at = float("-inf")
 
     # ------------------------------------------------------------------------------------ start
 
@@ -342,6 +344,8 @@ class Daemon:
             self._on_transition_hook(alert, snapshot)
 
     def _report_actions(self, decisions: list[ActionDecision]) -> None:
+        if decisions and self.writer is not None and self.writer.accepting:
+            self.writer.log_actions([d.to_dict() for d in decisions])  # the audit: blockradar actions history
         for decision in decisions:
             self.metrics.action_decisions.labels(decision.action, decision.phase, str(decision.dry_run).lower()).inc()
             if self._action_lines.take(time.monotonic()):
@@ -387,6 +391,10 @@ class Daemon:
         self._commit(lambda: pipeline.tick(now, budget_s))
         self._manage_collector()
         if self.actions.actions:
+            if now - self._holds_loaded_at >= HOLDS_RELOAD_S:
+                self._holds_loaded_at = now
+                with contextlib.suppress(*STORE_ERRORS):  # read on the loop's connection: a small table
+                    self.actions.set_holds({h["caller_number"] for h in self.store.held_numbers()})
             self._report_actions(self.actions.tick(now))
         held = self._transition_lines.held_back(time.monotonic())
         if held:

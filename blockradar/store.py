@@ -26,7 +26,7 @@ from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -111,6 +111,31 @@ CREATE TABLE IF NOT EXISTS alert_history (
     PRIMARY KEY (fingerprint, fired_at)
 );
 CREATE INDEX IF NOT EXISTS alert_history_fired ON alert_history(fired_at);
+"""
+
+# v5: what actions decided (apply, restore, held), and the numbers an operator holds
+_SCHEMA_V5 = """
+CREATE TABLE IF NOT EXISTS action_log (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    action TEXT NOT NULL,
+    phase TEXT NOT NULL,              -- apply | restore | held
+    caller_number TEXT NOT NULL,
+    dry_run INTEGER NOT NULL,
+    threshold TEXT,
+    trunk TEXT,
+    fingerprint TEXT,
+    reason TEXT,
+    command TEXT                      -- JSON list, what ran (or would have)
+);
+CREATE INDEX IF NOT EXISTS action_log_number ON action_log(caller_number, at);
+CREATE INDEX IF NOT EXISTS action_log_at ON action_log(at);
+CREATE TABLE IF NOT EXISTS action_holds (
+    caller_number TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL
+);
 """
 
 
@@ -288,6 +313,7 @@ class Store:
             raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
         if version < 1:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n{_SCHEMA_V3}\n{_SCHEMA_V4}\n"
+                                   f"{_SCHEMA_V5}\n"
                                    f"PRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
             return
         if version < 2:
@@ -296,6 +322,8 @@ class Store:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V3}\nPRAGMA user_version=3;\nCOMMIT;")
         if version < 4:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V4}\nPRAGMA user_version=4;\nCOMMIT;")
+        if version < 5:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V5}\nPRAGMA user_version=5;\nCOMMIT;")
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -488,6 +516,55 @@ class Store:
             args += [f"$.{scope_key}", value]
         rows = self._db.execute(sql + " ORDER BY fired_at DESC LIMIT ?", (*args, limit)).fetchall()
         return [{**dict(r), "scope": json.loads(r["scope"])} for r in rows]
+
+    # -- actions -------------------------------------------------------------------------------------
+    def log_actions(self, decisions: list[dict[str, Any]]) -> None:
+        """Action decisions (``ActionDecision.to_dict()``), kept for ``blockradar actions`` and the audit."""
+        if not decisions:
+            return
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO action_log(at, action, phase, caller_number, dry_run, threshold, trunk, fingerprint, "
+                "reason, command) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(d["at"], d["action"], d["phase"], d["caller_number"], int(bool(d["dry_run"])), d.get("threshold"),
+                  d.get("trunk"), d.get("fingerprint"), d.get("reason"),
+                  json.dumps(d["command"]) if d.get("command") is not None else None) for d in decisions])
+
+    def action_log(self, since: float, caller_number: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Decisions since ``since`` (of one number), oldest first."""
+        sql, args = "SELECT * FROM action_log WHERE at >= ?", [since]
+        if caller_number is not None:
+            sql += " AND caller_number = ?"
+            args.append(caller_number)
+        rows = self._db.execute(sql + " ORDER BY at, id LIMIT ?", (*args, limit)).fetchall()
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["dry_run"] = bool(row["dry_run"])
+            row["command"] = json.loads(row["command"]) if row["command"] else None
+            out.append(row)
+        return out
+
+    def resting_numbers(self) -> list[dict[str, Any]]:
+        """Per (action, number), the latest apply not followed by a restore: what rests now."""
+        rows = self._db.execute(
+            "SELECT a.* FROM action_log a JOIN (SELECT action, caller_number, max(id) AS last FROM action_log "
+            "WHERE phase IN ('apply', 'restore') GROUP BY action, caller_number) l ON a.id = l.last "
+            "WHERE a.phase = 'apply' ORDER BY a.at").fetchall()
+        return [{**dict(r), "dry_run": bool(r["dry_run"])} for r in rows]
+
+    def hold_number(self, caller_number: str, author: str, comment: str, now: float) -> None:
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO action_holds(caller_number, created_at, author, comment) "
+                             "VALUES (?,?,?,?)", (caller_number, now, author, comment))
+
+    def release_number(self, caller_number: str) -> bool:
+        with self._tx():
+            return self._db.execute("DELETE FROM action_holds WHERE caller_number = ?",
+                                    (caller_number,)).rowcount > 0
+
+    def held_numbers(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM action_holds ORDER BY created_at")]
 
     def save_group(self, key: str, labels: dict[str, str], last_sent_at: float | None, notified_firing: list[str],
                    notified_resolved: list[str]) -> None:

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from blockradar.store import STORE_ERRORS, AlertStateValues, OutcomeRow, Store
 
@@ -107,6 +108,15 @@ class StoreWriter:
             return False
 
         self._queue(_Job(write))
+
+    def log_actions(self, decisions: list[dict[str, Any]]) -> None:
+        """Queue action decisions for the audit log (``Store.log_actions``)."""
+        def write(store: Store) -> bool:
+            store.log_actions(decisions)
+            return False
+
+        if decisions:
+            self._queue(_Job(write, len(decisions)))
 
     def prune(self, outcomes_before: float, outbox_before: float) -> None:
         """Queue the retention's deletes: outcomes older than ``outcomes_before`` (``PRUNE_ROWS`` per

@@ -157,7 +157,7 @@ def test_a_config_names_what_is_wrong_with_an_action(tmp_path: Path):
     assert run.returncode == 2 and "dry_run: false is not supported yet" in run.stderr and "Traceback" not in run.stderr
 
 
-async def test_the_daemon_decides_and_reports_actions_live(tmp_path: Path, caplog):
+async def test_the_daemon_decides_reports_and_keeps_actions_live(tmp_path: Path, caplog):
     import asyncio
     import logging
     import time
@@ -166,13 +166,20 @@ async def test_the_daemon_decides_and_reports_actions_live(tmp_path: Path, caplo
     from blockradar.daemon import Daemon
     from blockradar.testing import AmiServer, AmiSession
 
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "blockradar", "actions", *args, "--store", str(store)],
+                              capture_output=True, text=True, timeout=60)
+
     caplog.set_level(logging.INFO, logger="blockradar")
+    store = tmp_path / "state.db"
+    held = cli("hold", "5557650002", "-c", "a VIP line: never rest it")  # any form of the number
+    assert held.returncode == 0 and f"held {B}" in held.stdout
     async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami:
         config = tmp_path / "blockradar.yaml"
         config.write_text(textwrap.dedent(f"""\
             connectors:
               - {{name: pbx1, type: asterisk, port: {ami.port}, username: br, secret: pw}}
-            store: {tmp_path / "state.db"}
+            store: {store}
             http: null
             actions:
               - {{name: rest-cid, when: [number-strong-block], kind: exec, command: [rest-cid, '{{caller_number}}']}}
@@ -181,18 +188,31 @@ async def test_the_daemon_decides_and_reports_actions_live(tmp_path: Path, caplo
         await daemon.start()
         try:
             deadline = time.monotonic() + 20
-            while daemon.healths()[0].last_event_at is None:
-                assert time.monotonic() < deadline
+            while daemon.healths()[0].last_event_at is None or daemon.actions.guards["rest-cid"].holds != {B}:
+                assert time.monotonic() < deadline, "not connected, or the hold not read"
                 await asyncio.sleep(0.05)
             builder = TrafficBuilder()
-            for i in range(2):
-                await ami.push(b"".join(builder.ami_frames(CallSpec("608", A, "+12125550100", "carrier-a",
-                                                                    time.time() + i))))
-            while not [r for r in caplog.records if r.getMessage().startswith("action rest-cid")]:
+            for number in (A, B):
+                for i in range(2):
+                    await ami.push(b"".join(builder.ami_frames(CallSpec("608", number, "+12125550100", "carrier-a",
+                                                                        time.time() + i))))
+            while len([r for r in caplog.records if r.getMessage().startswith("action rest-cid")]) < 2:
                 assert time.monotonic() < deadline, "no action decided"
                 await asyncio.sleep(0.05)
         finally:
             await daemon.stop(flush_s=2.0)
-    (record,) = [r for r in caplog.records if r.getMessage().startswith("action rest-cid")]
-    assert record.getMessage() == f"action rest-cid (dry run): apply {A}: rest-cid {A}"
-    assert record.labels["caller_number"] == A and record.labels["phase"] == "apply"
+    lines = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("action rest-cid"))
+    assert lines == [f"action rest-cid (dry run): apply {A}: rest-cid {A}",
+                     f"action rest-cid (dry run): held {B}: held by an operator"]
+    applied = next(r for r in caplog.records if r.getMessage().startswith("action rest-cid (dry run): apply"))
+    assert applied.labels["caller_number"] == A and applied.labels["phase"] == "apply"
+    # the audit, from the store, after the daemon stopped
+    listed = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
+    assert [(r["kind"], r["caller_number"]) for r in listed[:-1]] == [("resting", A), ("hold", B)]
+    history = [json.loads(line) for line in cli("history", "--json").stdout.splitlines()]
+    assert sorted((r["phase"], r["caller_number"]) for r in history[:-1]) == [("apply", A), ("held", B)]
+    assert history[-1] == {"kind": "actions-history-summary", "since": "24h", "decisions": 2}
+    assert "rest-cid" in cli("history").stdout and A in cli("list").stdout
+    assert cli("release", B).returncode == 0
+    again = cli("release", B)
+    assert again.returncode == 1 and "is not held" in again.stderr

@@ -64,11 +64,14 @@ def test_every_json_option_prints_json_lines(store: Path, tmp_path: Path):
         "rules check": blockradar("rules", "check", "--json"),
         "explain": blockradar("explain", "--sip-code", "608", "--json"),
         "notify-test": blockradar("notify-test", "--config", str(config), "--timeout", "5", "--json"),
+        "actions list": blockradar("actions", "list", "--store", str(store), "--json"),
+        "actions history": blockradar("actions", "history", "--store", str(store), "--json"),
     }
     kinds = {name: [r.get("kind") for r in json_lines(run)] for name, run in runs.items()}
     assert kinds["report"][-1] == "report-summary" and {"number", "trunk", "alert"} <= set(kinds["report"])
     assert kinds["rules check"] == ["rules-check"]
     assert kinds["notify-test"] == ["notify-test", "notify-test-summary"]
+    assert kinds["actions list"] == ["actions-summary"] and kinds["actions history"] == ["actions-history-summary"]
     assert "reader-stats" in kinds["replay"] and "outcome" in kinds["replay"]
     (explained,) = json_lines(runs["explain"])
     assert explained["category"] == "analytics_block" and explained["rule_file"].startswith("default pack:")

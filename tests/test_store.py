@@ -102,7 +102,7 @@ def test_a_version_1_store_is_migrated_and_its_queue_keeps_its_groups(tmp_path):
     db.commit()
     db.close()
     with Store(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         indexes = {name for (name,) in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"outbox_order", "outcomes_caller"} <= indexes  # v2's and v3's
         (row,) = store.outbox_rows()

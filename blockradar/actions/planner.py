@@ -77,6 +77,14 @@ class ActionPlanner:
                 out.append(decision)
         return out
 
+    def set_holds(self, numbers: set[str]) -> None:
+        """The numbers an operator holds (``blockradar actions hold``): no apply, no restore for them."""
+        for guard in self.guards.values():
+            for number in guard.holds - numbers:
+                guard.release(number)
+            for number in numbers - guard.holds:
+                guard.hold(number)
+
     def tick(self, now: float) -> list[ActionDecision]:
         out = []
         for action in self.actions:

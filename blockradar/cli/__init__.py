@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "blockradar.cli.report:report",
     "silence": "blockradar.cli.silence:silence",
     "notify-test": "blockradar.cli.notify_test:notify_test",
+    "actions": "blockradar.cli.actions:actions",
 }
 
 
