@@ -216,3 +216,35 @@ async def test_the_daemon_decides_reports_and_keeps_actions_live(tmp_path: Path,
     assert cli("release", B).returncode == 0
     again = cli("release", B)
     assert again.returncode == 1 and "is not held" in again.stderr
+
+
+def test_report_and_the_number_card_show_the_actions(tmp_path: Path):
+    import time
+
+    from blockradar.actions.planner import ActionDecision
+    from blockradar.outcome import CallOutcome
+    from blockradar.ruleset import load_ruleset
+    from blockradar.store import Store
+    from blockradar.web import pages, queries
+
+    path = tmp_path / "state.db"
+    now = time.time()
+    rules = load_ruleset()
+    with Store(str(path)) as store:
+        call = CallOutcome(pbx="asterisk", connector="pbx1", call_id="c1", ended_at=now - 120, caller_number=A,
+                           callee_number="+12125550100", trunk="carrier-a", sip_code=608)
+        store.add_outcomes([(call, rules.classify(call))])
+        store.log_actions([ActionDecision("rest-cid", "apply", A, now - 100, True, "number-strong-block",
+                                          "carrier-a", command=["rest-cid", A]).to_dict(),
+                           ActionDecision("rest-cid", "held", B, now - 90, True, "number-strong-block",
+                                          reason="pool share: 1 of 2 numbers rest already").to_dict()])
+    report = subprocess.run([sys.executable, "-m", "blockradar", "report", "--store", str(path), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    lines = [json.loads(line) for line in report.stdout.splitlines()]
+    assert [(r["phase"], r["caller_number"]) for r in lines if r["kind"] == "action"] == [("apply", A), ("held", B)]
+    assert lines[-1]["actions"] == 2
+    card = queries.number_card(path, A, now)
+    assert card is not None and [(a["action"], a["phase"], a["command"]) for a in card["actions"]] == [
+        ("rest-cid", "apply", ["rest-cid", A])]
+    html = pages.number_card(card)
+    assert 'id="actions"' in html and f"rest-cid {A}" in html and "dry run" in html

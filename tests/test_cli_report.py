@@ -64,6 +64,6 @@ def test_report_lists_alerts_that_fired_and_resolved_in_the_period(tmp_path: Pat
     (number,) = [r for r in lines if r["kind"] == "number"]
     assert number["alerts"] == ["number-strong-block (resolved)"]
     assert lines[-1] == {"kind": "report-summary", "since": "24h", "numbers": 1, "trunks": 1, "alerts": 1,
-                         "alerts_resolved": 1}
+                         "alerts_resolved": 1, "actions": 0}
     people = CliRunner().invoke(cli, ["report", "--store", str(db)], catch_exceptions=False).output
     assert "ANSWER RATE" in people and "alerts, last 24h" in people and "number-strong-block" in people

@@ -68,6 +68,9 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
                 if (not wanted_numbers or r["caller_number"] in wanted_numbers)
                 and (not wanted_trunks or r["trunk"] in wanted_trunks))
         history = store.alert_history(since_ts)
+        decisions = [d for d in store.action_log(since_ts)
+                     if (not wanted_numbers or d["caller_number"] in wanted_numbers)
+                     and (not wanted_trunks or d["trunk"] in wanted_trunks)]
         reports = build_report(rows, history, ruleset.analytics_categories())
     numbers, trunk_rows = reports["caller_number"][:limit], reports["trunk"][:limit]
     if as_json:  # JSON lines: one per number, per trunk, per alert episode, then the summary
@@ -77,9 +80,12 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
         for episode in history:
             print_json({"kind": "alert", **episode,
                         "state": "firing" if episode["resolved_at"] is None else "resolved"})
+        for decision in decisions:
+            print_json({"kind": "action", **decision})
         print_json({"kind": "report-summary", "since": since, "numbers": len(numbers), "trunks": len(trunk_rows),
                     "alerts": len(history),
-                    "alerts_resolved": sum(1 for e in history if e["resolved_at"] is not None)})
+                    "alerts_resolved": sum(1 for e in history if e["resolved_at"] is not None),
+                    "actions": len(decisions)})
         return
     headers = ["attempts", "answer rate", "blocks", "603+", "608", "607", "603", "block rate", "last redress",
                "alerts"]
@@ -98,3 +104,9 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
                          [[iso(e["fired_at"]), e["threshold"], e["severity"] or "",
                            ", ".join(f"{k}={v}" for k, v in e["scope"].items()),
                            iso(e["resolved_at"]) if e["resolved_at"] else "(firing)"] for e in history]))
+    if decisions:
+        click.echo("")
+        click.echo(f"actions, last {since}:")
+        click.echo(table(["at", "action", "phase", "number", "dry run", "why held / command"],
+                         [[iso(d["at"]), d["action"], d["phase"], d["caller_number"], "yes" if d["dry_run"] else "no",
+                           d["reason"] or " ".join(d["command"] or [])] for d in decisions]))

@@ -206,10 +206,22 @@ def number_card(card: dict[str, Any]) -> str:
         + '</section><section id="alerts"><h2>Alert history</h2>'
         + (f'<table><tr><th>alert</th><th>state</th><th>fired</th><th>resolved</th></tr>{history}</table>'
            if history else '<p class="muted">No alert on this number.</p>')
-        + f'</section><section id="rejections"><h2>Latest blocked calls</h2>{_rejections(card["rejections"])}</section>'
+        + f'</section><section id="actions"><h2>Actions</h2>{_actions(card.get("actions", []))}</section>'
+        + f'<section id="rejections"><h2>Latest blocked calls</h2>{_rejections(card["rejections"])}</section>'
         + f'<p class="muted">As JSON: <a href="/api/v1{e(card_href(number))}">/api/v1{e(card_href(number))}</a></p>'
     )
     return _document(number, body)
+
+
+def _actions(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="muted">No action on this number.</p>'
+    body = "".join(
+        f'<tr><td>{_time(r["at"])}</td><td>{e(r["action"])}</td><td>{e(r["phase"])}</td>'
+        f'<td>{"dry run" if r["dry_run"] else "done"}</td>'
+        f'<td>{e(r["reason"] or " ".join(r["command"] or []))}</td></tr>' for r in rows)
+    return ("<table><tr><th>when</th><th>action</th><th>phase</th><th></th><th>why held / command</th></tr>"
+            f"{body}</table>")
 
 
 def not_found(what: str) -> str:

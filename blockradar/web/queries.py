@@ -184,6 +184,7 @@ def number_card(path: str | Path, number: str, now: float) -> dict[str, Any] | N
             "series_hour": _series(db, "caller_number = ?", (number,), aligned(now, 300.0, 12), 300.0, 12),
             "rejections": _rejections(db, since, "caller_number = ?", (number,), limit=10),
             "alerts": _alert_history(db, number),
+            "actions": _action_history(db, number),
         }
 
 
@@ -194,3 +195,11 @@ def _alert_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]:
                       "WHERE json_extract(scope, '$.caller_number') = ? ORDER BY fired_at DESC LIMIT 20",
                       (number,)).fetchall()
     return [{**dict(row), "state": "firing" if row["resolved_at"] is None else "resolved"} for row in rows]
+
+
+def _action_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]:
+    """What the configured actions decided for the number (apply, restore, held), newest first."""
+    rows = db.execute("SELECT at, action, phase, dry_run, reason, command FROM action_log WHERE caller_number = ? "
+                      "ORDER BY at DESC, id DESC LIMIT 20", (number,)).fetchall()
+    return [{**dict(row), "dry_run": bool(row["dry_run"]),
+             "command": json.loads(row["command"]) if row["command"] else None} for row in rows]
