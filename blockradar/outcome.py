@@ -136,6 +136,16 @@ class CallOutcome:
         }
 
 
+def from_iso(text: Any) -> float | None:
+    """ISO 8601 text (as ``iso`` writes it) back to epoch seconds; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def iso(ts: float | None) -> str | None:
     """Epoch seconds -> ISO 8601 UTC with milliseconds, or None."""
     if ts is None:

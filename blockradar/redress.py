@@ -24,6 +24,9 @@ _TEL_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 _EMAIL_RE = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
 _LOCATIONS = frozenset({"LN", "TN", "RLN", "LPN", "RPN", "U", "BI", "INTL"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# a redress URL that may become a link (Slack, email, the status page): plain https, nothing that could
+# end or split a link in any of them; anything else is shown as escaped text
+LINKABLE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,12 +43,12 @@ PRUNE_ROWS = 5000  # rows one prune transaction deletes (a day of calls is many 
 
 
 class _Job:
-    """A write other than an outcome row, run on the writer's ``Store``; ``again`` is True when it wants to
-    be queued once more (a prune with more to delete)."""
+    """A write other than an outcome row, run on the writer's ``Store``; ``run`` returns True when the job
+    wants to be queued once more (a prune with more to delete), anything else when it is done."""
 
     __slots__ = ("rows", "run")
 
-    def __init__(self, run: Callable[[Store], bool], rows: int = 1) -> None:
+    def __init__(self, run: Callable[[Store], object], rows: int = 1) -> None:
         self.run = run
         self.rows = rows  # about how many rows it writes: a transaction holds BATCH_ROWS of them
 
@@ -93,30 +93,19 @@ class StoreWriter:
     def save_alert_states(self, rows: list[AlertStateValues]) -> None:
         """Queue alert states (``AlertStateRow.encoded()``: encoded by the caller, so this thread only binds
         them) to be upserted after every row queued before."""
-        def write(store: Store) -> bool:
-            store.save_alert_states(rows)
-            return False
-
         if rows:
-            self._queue(_Job(write, len(rows)))
+            self._queue(_Job(lambda store: store.save_alert_states(rows), len(rows)))
 
     def record_alert(self, fingerprint: str, threshold: str, severity: str | None, scope: dict[str, str],
                      fired_at: float, resolved_at: float | None = None) -> None:
         """Queue an alert episode's firing or resolve (``Store.record_alert``)."""
-        def write(store: Store) -> bool:
-            store.record_alert(fingerprint, threshold, severity, scope, fired_at, resolved_at)
-            return False
-
-        self._queue(_Job(write))
+        self._queue(_Job(lambda store: store.record_alert(fingerprint, threshold, severity, scope, fired_at,
+                                                          resolved_at)))
 
     def log_actions(self, decisions: list[dict[str, Any]]) -> None:
         """Queue action decisions for the audit log (``Store.log_actions``)."""
-        def write(store: Store) -> bool:
-            store.log_actions(decisions)
-            return False
-
         if decisions:
-            self._queue(_Job(write, len(decisions)))
+            self._queue(_Job(lambda store: store.log_actions(decisions), len(decisions)))
 
     def prune(self, outcomes_before: float, outbox_before: float) -> None:
         """Queue the retention's deletes: outcomes older than ``outcomes_before`` (``PRUNE_ROWS`` per

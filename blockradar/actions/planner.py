@@ -9,6 +9,7 @@ from typing import Any
 
 from blockradar.actions.config import ActionConfig, render
 from blockradar.actions.guardrails import Guardrails, Verdict
+from blockradar.outcome import from_iso
 
 
 @dataclass(slots=True)
@@ -53,7 +54,8 @@ class ActionPlanner:
         threshold = str(snapshot.get("threshold") or "")
         labels = {**(snapshot.get("labels") or {}), **scope}
         state = snapshot.get("state")
-        at = now if now is not None else _epoch(snapshot.get("resolved_at" if state == "resolved" else "fired_at"))
+        at = now if now is not None else (
+            from_iso(snapshot.get("resolved_at" if state == "resolved" else "fired_at")) or 0.0)
         out = []
         for action in self.actions:
             if threshold not in action.when or not all(m.matches(labels) for m in action.matchers()):
@@ -106,15 +108,3 @@ class ActionPlanner:
                               trunk=context.get("trunk") or None, fingerprint=context.get("fingerprint", ""),
                               reason=verdict.reason, command=command)
 
-
-def _epoch(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return 0.0

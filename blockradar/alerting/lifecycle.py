@@ -44,7 +44,6 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -67,7 +66,7 @@ from blockradar.detect.evidence import (
 from blockradar.detect.thresholds import CLEAR, FIRE, Threshold
 from blockradar.detect.windows import KeyWindow
 from blockradar.durations import format_duration, parse_duration
-from blockradar.outcome import iso
+from blockradar.outcome import from_iso, iso
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +336,7 @@ class AlertLifecycle:
         alert.started_at = row.get("started_at") or t
         alert.notified = bool(row.get("notified"))
         alert.connectors.update(_split(row.get("labels", {}).get("connector")))
-        alert.last_seen = _epoch((row.get("snapshot") or {}).get("last_seen"))
+        alert.last_seen = from_iso((row.get("snapshot") or {}).get("last_seen"))
         self._fire(alert, row.get("fired_at") or t, announce=False)
 
     def _resolve(self, alert: Alert, t: float) -> None:
@@ -831,16 +830,6 @@ def _listed(firing: list[Alert], resolved: list[Alert], limit: int) -> tuple[lis
     }
     return ([a for a in firing if id(a) in chosen], [a for a in resolved if id(a) in chosen],
             {change: n for change, n in unlisted.items() if n})
-
-
-def _epoch(text: Any) -> float | None:
-    """An ISO 8601 time from a stored snapshot back to epoch seconds (None when absent or unreadable)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
 
 
 def _split(value: str | None) -> set[str]:

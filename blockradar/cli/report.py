@@ -90,13 +90,13 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
     headers = ["attempts", "answer rate", "blocks", "603+", "608", "607", "603", "block rate", "last redress",
                "alerts"]
     for scope, title in (("caller_number", "calling number"), ("trunk", "trunk")):
-        rows: list[list[Any]] = [
+        cells: list[list[Any]] = [
             [r.value, r.attempts, f"{r.answer_rate:.0%}", r.analytics_blocks, r.sip_603plus, r.sip_608,
                  r.sip_607, r.sip_603, f"{r.block_rate:.1%}",
                  (r.last_redress or {}).get("url") or (r.last_redress or {}).get("tel") or "",
                  ", ".join(sorted(r.alerts))] for r in reports[scope][:limit]]
         click.echo(f"per {title}, last {since} (worst first):")
-        click.echo(table([title, *headers], rows) if rows else "  (no calls)")
+        click.echo(table([title, *headers], cells) if cells else "  (no calls)")
         click.echo("")
     if history:
         click.echo(f"alerts, last {since} (newest first; resolved ones too):")

@@ -9,14 +9,12 @@ URL becomes a link only when it is a plain https URL.
 from __future__ import annotations
 
 import html
-import re
 import time
-import urllib.parse
 from typing import Any
 
+from blockradar.alerting.notifiers.base import card_path
+from blockradar.redress import LINKABLE_URL
 from blockradar.web import charts
-
-_SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -47,14 +45,10 @@ def _time(value: Any) -> str:
     return e(value)
 
 
-def card_href(number: str) -> str:
-    return "/numbers/" + urllib.parse.quote(number, safe="+")
-
-
 def _number_link(number: Any) -> str:
     if not number or number == "-":
         return e(number)
-    return f'<a href="{e(card_href(str(number)))}">{e(number)}</a>'
+    return f'<a href="{e(card_path(str(number)))}">{e(number)}</a>'
 
 
 def _redress(redress: dict[str, Any] | None) -> str:
@@ -63,7 +57,7 @@ def _redress(redress: dict[str, Any] | None) -> str:
     bits = []
     url = redress.get("url")
     if url:
-        bits.append(f'<a href="{e(url)}" rel="noreferrer">{e(url)}</a>' if _SAFE_URL.fullmatch(str(url)) else e(url))
+        bits.append(f'<a href="{e(url)}" rel="noreferrer">{e(url)}</a>' if LINKABLE_URL.fullmatch(str(url)) else e(url))
     for key, label in (("tel", "tel"), ("email", "email"), ("id", "id"), ("location", "blocked at")):
         if redress.get(key):
             bits.append(f"{label} {e(redress[key])}")
@@ -208,7 +202,7 @@ def number_card(card: dict[str, Any]) -> str:
            if history else '<p class="muted">No alert on this number.</p>')
         + f'</section><section id="actions"><h2>Actions</h2>{_actions(card.get("actions", []))}</section>'
         + f'<section id="rejections"><h2>Latest blocked calls</h2>{_rejections(card["rejections"])}</section>'
-        + f'<p class="muted">As JSON: <a href="/api/v1{e(card_href(number))}">/api/v1{e(card_href(number))}</a></p>'
+        + f'<p class="muted">As JSON: <a href="/api/v1{e(card_path(number))}">/api/v1{e(card_path(number))}</a></p>'
     )
     return _document(number, body)
 

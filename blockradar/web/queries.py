@@ -46,6 +46,17 @@ def aligned(now: float, step: float, buckets: int) -> float:
     return (now // step - (buckets - 1)) * step
 
 
+def _count(entry: dict[str, Any], category: str | None, n: int) -> None:
+    """Add ``n`` calls of ``category`` to a bucket or a total: attempts, by category, answered, blocked."""
+    category = category or "unclassified"
+    entry["attempts"] += n
+    entry["categories"][category] = entry["categories"].get(category, 0) + n
+    if category == "answered":
+        entry["answered"] += n
+    elif category in BLOCKED:
+        entry["blocked"] += n
+
+
 def _series(db: sqlite3.Connection, where: str, args: tuple[Any, ...], since: float, step: float,
             buckets: int) -> list[dict[str, Any]]:
     """Per time bucket from ``since``: attempts, answered, blocked (and by category)."""
@@ -58,14 +69,7 @@ def _series(db: sqlite3.Connection, where: str, args: tuple[Any, ...], since: fl
         index = row["b"]
         if not 0 <= index < buckets:
             continue
-        bucket = out[index]
-        category = row["category"] or "unclassified"
-        bucket["attempts"] += row["n"]
-        bucket["categories"][category] = bucket["categories"].get(category, 0) + row["n"]
-        if category == "answered":
-            bucket["answered"] += row["n"]
-        elif category in BLOCKED:
-            bucket["blocked"] += row["n"]
+        _count(out[index], row["category"], row["n"])
     return out
 
 
@@ -78,13 +82,7 @@ def _totals(db: sqlite3.Connection, group: str, since: float, where: str = "1", 
     for row in rows:
         key = row["k"] if row["k"] is not None else "-"
         entry = by_key.setdefault(key, {"key": key, "attempts": 0, "answered": 0, "blocked": 0, "categories": {}})
-        category = row["category"] or "unclassified"
-        entry["attempts"] += row["n"]
-        entry["categories"][category] = entry["categories"].get(category, 0) + row["n"]
-        if category == "answered":
-            entry["answered"] += row["n"]
-        elif category in BLOCKED:
-            entry["blocked"] += row["n"]
+        _count(entry, row["category"], row["n"])
     for entry in by_key.values():
         entry["answer_rate"] = _rate(entry["answered"], entry["attempts"])
         entry["block_rate"] = _rate(entry["blocked"], entry["attempts"])

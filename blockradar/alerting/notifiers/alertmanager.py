@@ -32,7 +32,6 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
@@ -48,6 +47,7 @@ from blockradar.alerting.notifiers.base import (
 )
 from blockradar.alerting.notifiers.http import HttpPoster
 from blockradar.durations import parse_duration
+from blockradar.outcome import iso
 from blockradar.secret import mask_url
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,8 @@ class AlertmanagerConfig(NotifierConfig):
 
 
 def _iso(value: str | float | None) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
-    return value
+    """A snapshot's time (already ISO text) or an epoch, as Alertmanager reads it."""
+    return iso(value) if isinstance(value, int | float) else value
 
 
 def _text(value: Any) -> str:

@@ -184,6 +184,11 @@ def one_line(text: Any, limit: int = 200) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "\u2026"
 
 
+def card_path(number: str) -> str:
+    """The path of a number's card on the status page (``/numbers/+15557650003``)."""
+    return "/numbers/" + urllib.parse.quote(number, safe="+")
+
+
 def status_page_url(base: str | None, alert: AlertDict | None = None) -> str | None:
     """Where blockradar's status page shows ``alert`` (a number's card for a number alert, else the
     overview), under the page's public ``base`` URL (a notifier's ``status_url``); None without one."""
@@ -192,7 +197,7 @@ def status_page_url(base: str | None, alert: AlertDict | None = None) -> str | N
     base = base.rstrip("/")
     number = (alert.get("scope") or {}).get("caller_number") if alert is not None else None
     if alert is not None and alert.get("kind") == "number" and number:
-        return f"{base}/numbers/{urllib.parse.quote(number, safe='+')}"
+        return base + card_path(number)
     return f"{base}/"
 
 

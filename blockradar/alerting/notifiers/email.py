@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 import socket
 import ssl
 from datetime import UTC, datetime
@@ -41,9 +40,9 @@ from blockradar.alerting.notifiers.wording import (
     state_line,
     unlisted_line,
 )
+from blockradar.redress import LINKABLE_URL
 
 SUBJECT_PREFIX = "[blockradar]"
-_SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
 # RFC 5322 allows 998-character lines; folding at 78 made Python start the subject on a continuation line
 _POLICY = policy.SMTP.clone(max_line_length=998)
 
@@ -126,7 +125,7 @@ def render_text(notification: Notification, max_detailed: int = 20, status_url: 
 def _html_link(url: str) -> str:
     """A link only for a plain https URL; anything else is shown as escaped text."""
     h = html.escape
-    if _SAFE_URL.fullmatch(url):
+    if LINKABLE_URL.fullmatch(url):
         return f'<a href="{h(url, quote=True)}">{h(url)}</a>'
     return h(url)
 

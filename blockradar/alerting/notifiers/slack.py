@@ -10,7 +10,6 @@ are respected by truncation. 429 answers are retried after their ``Retry-After``
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 from slack_sdk.models.blocks import (
@@ -32,6 +31,7 @@ from blockradar.alerting.notifiers.base import (
 )
 from blockradar.alerting.notifiers.http import HttpPoster
 from blockradar.alerting.notifiers.wording import facts, redress_parts, state_line, unlisted_line
+from blockradar.redress import LINKABLE_URL
 from blockradar.secret import mask_url
 
 MAX_BLOCKS = 50
@@ -41,8 +41,6 @@ MAX_FIELD = 2000
 MAX_FIELDS = 10
 MAX_CONTEXT = 10
 MAX_ALERTS_DETAILED = 8
-
-_SAFE_URL = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/?#=%+:@!$'()*,;-]*)?")
 
 
 class SlackConfig(NotifierConfig):
@@ -62,7 +60,7 @@ def _cut(text: str, limit: int) -> str:
 
 def safe_link(url: str | None, label: str) -> str:
     """A Slack link when ``url`` is a plain https URL, else the escaped text (never a forged link)."""
-    if url and _SAFE_URL.fullmatch(url) and "|" not in url and ">" not in url and "<" not in url:
+    if url and LINKABLE_URL.fullmatch(url) and "|" not in url and ">" not in url and "<" not in url:
         return f"<{url}|{mrkdwn_escape(label)}>"
     return mrkdwn_escape(url or label)
 
