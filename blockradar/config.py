@@ -26,7 +26,8 @@ from pydantic import (
     field_validator,
 )
 
-from blockradar.actions.config import ActionConfig
+from blockradar.actions.kinds import KINDS as ACTION_KINDS
+from blockradar.actions.kinds import ActionConfig
 from blockradar.alerting.lifecycle import AlertingConfig
 from blockradar.detect.thresholds import DEFAULT_THRESHOLDS, ThresholdConfig
 from blockradar.durations import parse_duration
@@ -372,6 +373,11 @@ def _pydantic_problems(exc: ValidationError, doc: YamlDocument, prefix: KeyPath 
         # discriminated unions put the tag into the location: connectors.0.asterisk.port
         if len(loc) >= 3 and loc[0] == "connectors" and loc[2] in _CONNECTOR_TAGS:
             del loc[2]
+        if len(loc) >= 3 and loc[0] == "actions" and loc[2] in ACTION_KINDS:
+            del loc[2]
+        if loc and loc[0] == "actions" and error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            problems.append(doc.problem((*prefix, *loc[:2], "kind"), f"kind must be one of {', '.join(ACTION_KINDS)}"))
+            continue
         loc = [("for" if part == "for_" else part) for part in loc]
         message = str(error.get("msg", "invalid value"))
         if message.startswith("Value error, "):

@@ -39,12 +39,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from blockradar.actions.planner import ActionDecision, ActionPlanner
+from blockradar.actions.guardrails import HOUR, NumberState
+from blockradar.actions.planner import ActionDecision, ActionPlanner, StateRow
+from blockradar.actions.queue import ActionQueue
 from blockradar.alerting.lifecycle import Alert
 from blockradar.alerting.notifiers import build_notifiers
 from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier
 from blockradar.alerting.outbox import Outbox
-from blockradar.alerting.selfhealth import SelfHealth
+from blockradar.alerting.selfhealth import ACTION_RETRIES_PAGED, SelfHealth
 from blockradar.classification import Classification
 from blockradar.clock import Clock, SystemClock
 from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_config
@@ -130,7 +132,8 @@ class Daemon:
         self._last_prune = 0.0
         self._thawed_at = 0.0  # the last gc.unfreeze(), monotonic
         self._transition_lines = LineBudget(limit=20, period_s=10.0)  # one INFO line per transition, storms summarised
-        self.actions = ActionPlanner(self.config.actions)  # decided and reported (dry run), issue 14
+        self.actions = ActionPlanner(self.config.actions)  # issue 14: alert transitions -> dialer changes
+        self.action_queue: ActionQueue | None = None  # runs them (durable), and says what they did
         self._action_lines = LineBudget(limit=20, period_s=10.0)
         self._holds_loaded_at = float("-inf")
 
@@ -193,6 +196,10 @@ class Daemon:
         self.registry.register(AlertsCollector(
             lambda: [th for group in self.pipeline.groups for th in group.thresholds] if self.pipeline else ()))
         await self.outbox.start()
+        if self.actions.actions:
+            self._start_actions(now)
+            assert self.action_queue is not None
+            await self.action_queue.start()
         if config.http is not None:
             status = StatusSource(config.store, self.status_live, self.clock.now,
                                   NumberPlan(config.numbers.default_region))
@@ -219,6 +226,41 @@ class Daemon:
         # the ESL link thread parses while the loop thread judges: hand the GIL over every 0.5 ms, not every
         # 5 ms, so a timer or a PBX read on the loop never waits a whole interval behind a burst
         sys.setswitchinterval(GIL_SWITCH_S)
+
+    def _start_actions(self, now: float) -> None:
+        """The actions' guardrail state as the last run left it, squared with the alerts found firing (a
+        crash between an alert's state and its decision being written), then the queue that runs them."""
+        assert self.store is not None and self.pipeline is not None
+        for action in self.actions.actions:
+            rows = [StateRow(action.name, NumberState(r["caller_number"], r["resting_since"], r["restore_due"],
+                                                      r["restored_at"], r["waiting"]),
+                             r["context"], r["alert_fired_at"]) for r in self.store.action_states(action.name)]
+            self.actions.load(action.name, rows, self.store.action_applies_since(action.name, now - HOUR))
+        self.actions.set_holds({h["caller_number"] for h in self.store.held_numbers()})
+        self._holds_loaded_at = now
+        self.action_queue = ActionQueue(self.store, self.actions, clock=self.clock, on_result=self._action_ran)
+        firing = [self.pipeline.lifecycle.snapshot(alert) for alert in self._firing_alerts()]
+        self._report_actions(self.actions.reconcile([dict(s) for s in firing], now))
+        resting = sum(len(g.resting) for g in self.actions.guards.values())
+        log.info("actions: %d configured (%d run for real), %d number(s) resting, %d queued",
+                 len(self.actions.actions), sum(not a.dry_run for a in self.actions.actions), resting,
+                 self.store.action_depth())
+
+    def _action_ran(self, action: str, phase: str, result: str, words: str, failures: int) -> None:
+        """A run's end: counted; a run that failed for good, or keeps failing, pages (``action-failing``)."""
+        self.metrics.action_runs.labels(action, phase, result).inc()
+        if self.selfhealth is None:
+            return
+        now = self.clock.now()
+        if result == "failed" or (result == "retried" and failures >= ACTION_RETRIES_PAGED):
+            self.selfhealth.action_failing(action, words, now)
+        elif result == "done":
+            self.selfhealth.action_ok(action, now)
+
+    def _firing_alerts(self) -> list[Alert]:
+        assert self.pipeline is not None
+        return [alert for group in self.pipeline.groups for th in group.thresholds
+                for alert in th.active.values() if alert.state == "firing"]
 
     def _history_s(self) -> float:
         assert self.pipeline is not None
@@ -323,6 +365,13 @@ class Daemon:
 
     def _emit(self, notification: Notification) -> None:
         assert self.outbox is not None
+        queue = self.action_queue
+        if queue is not None and queue.notes:  # what the actions did for each number, in its alert
+            for alert in notification.alerts:
+                number = (alert.get("scope") or {}).get("caller_number")
+                lines = queue.lines_for(number) if number else []
+                if lines:
+                    alert["actions"] = lines
         self.outbox.enqueue(notification)
 
     def _transition(self, alert: Alert, snapshot: AlertDict) -> None:
@@ -344,8 +393,24 @@ class Daemon:
             self._on_transition_hook(alert, snapshot)
 
     def _report_actions(self, decisions: list[ActionDecision]) -> None:
-        if decisions and self.writer is not None and self.writer.accepting:
-            self.writer.log_actions([d.to_dict() for d in decisions])  # the audit: blockradar actions history
+        """Decisions and the guardrail states they changed go to the store together (the audit, the queue of
+        what runs: ``blockradar actions history``); the queue looks once they are committed."""
+        states = [{"action": r.action, "caller_number": r.state.caller_number, "empty": r.state.empty(),
+                   "resting_since": r.state.resting_since, "restore_due": r.state.restore_due,
+                   "restored_at": r.state.restored_at, "waiting": r.state.waiting, "context": r.context,
+                   "alert_fired_at": r.alert_fired_at} for r in self.actions.changed_states()]
+        if not decisions and not states:
+            return
+        rows = [{**d.to_dict(), "context": d.context} for d in decisions]
+        queue = self.action_queue
+        if self.writer is not None and self.writer.accepting:
+            wake = (lambda: self._from_writer(queue.wake)) if queue is not None and decisions else None
+            self.writer.log_actions(rows, states, after=wake)
+        elif self.store is not None:
+            with contextlib.suppress(*STORE_ERRORS):  # reported by the store
+                self.store.log_actions(rows, states)
+        if queue is not None:
+            queue.note(decisions)
         for decision in decisions:
             self.metrics.action_decisions.labels(decision.action, decision.phase, str(decision.dry_run).lower()).inc()
             if self._action_lines.take(time.monotonic()):
@@ -393,8 +458,9 @@ class Daemon:
         if self.actions.actions:
             if now - self._holds_loaded_at >= HOLDS_RELOAD_S:
                 self._holds_loaded_at = now
-                with contextlib.suppress(*STORE_ERRORS):  # read on the loop's connection: a small table
+                with contextlib.suppress(*STORE_ERRORS):  # read on the loop's connection: small tables
                     self.actions.set_holds({h["caller_number"] for h in self.store.held_numbers()})
+                    self._undo_requests(now)
             self._report_actions(self.actions.tick(now))
         held = self._transition_lines.held_back(time.monotonic())
         if held:
@@ -411,6 +477,19 @@ class Daemon:
             while self._behind():
                 self._tick_slice(now)
         return now
+
+    def _undo_requests(self, now: float) -> None:
+        """``blockradar actions undo ID``: the number the apply rested goes back now."""
+        assert self.store is not None
+        for request in self.store.action_requests():
+            why = f"undo of #{request['log_id']} by {request['author']}" + (
+                f": {request['comment']}" if request["comment"] else "")
+            decisions = self.actions.undo(request["action"], request["caller_number"], now, why)
+            self._report_actions(decisions)
+            result = "restoring" if decisions else "nothing to undo: the number does not rest"
+            self.store.action_request_done(request["id"], result, now)
+            log.info("action %s: %s for %s: %s", request["action"], why, request["caller_number"], result,
+                     extra=fields(action=request["action"], caller_number=request["caller_number"]))
 
     def _manage_collector(self) -> None:
         """Every ``GC_THAW_EVERY_S`` give everything frozen back to the cyclic collector once (see
@@ -459,7 +538,7 @@ class Daemon:
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
             self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
             return False
-        for key in ("notifiers", "store", "http", "numbers"):
+        for key in ("notifiers", "store", "http", "numbers", "actions"):
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
@@ -528,6 +607,10 @@ class Daemon:
                 log.warning("connector %s did not close cleanly: %s", connector.name, result)
         if self.pipeline is not None and self.store is not None:
             self._commit(self.pipeline.lifecycle.flush_state)
+        if self.action_queue is not None:
+            if not await self.action_queue.drain(min(flush_s, 5.0)):
+                log.warning("actions: %d queued run(s) stay for the next start", self.action_queue.depth())
+            await self.action_queue.stop()
         drained = True
         if self.outbox is not None:
             drained = await self.outbox.drain(flush_s)

@@ -65,6 +65,9 @@ class Metrics:
         self.action_decisions = Counter(
             "blockradar_action_decisions", "Action decisions (apply, restore, held), by action, phase and dry run.",
             ["action", "phase", "dry_run"], registry=registry)
+        self.action_runs = Counter(
+            "blockradar_action_runs", "Runs of actions (not dry runs), by action, phase and result (done, retried, "
+            "failed).", ["action", "phase", "result"], registry=registry)
         self.reloads = Counter(
             "blockradar_reloads", "Rule/threshold reloads, by result.", ["result"], registry=registry)
         self.store_errors = Counter(

@@ -26,7 +26,7 @@ from blockradar.classification import Classification
 from blockradar.outcome import CallOutcome
 from blockradar.redress import Redress
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -138,6 +138,49 @@ CREATE TABLE IF NOT EXISTS action_holds (
 );
 """
 
+# v6: the action log is also the actions' durable queue (a decision to run is a row ``pending`` until
+# ``done`` or ``failed``, with its attempts and result); each number's guardrail state; operators' undo
+_SCHEMA_V6 = """
+ALTER TABLE action_log ADD COLUMN status TEXT NOT NULL DEFAULT 'decided';
+ALTER TABLE action_log ADD COLUMN target TEXT;
+ALTER TABLE action_log ADD COLUMN context TEXT;     -- JSON: the template fields (never a secret)
+ALTER TABLE action_log ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE action_log ADD COLUMN next_attempt_at REAL;
+ALTER TABLE action_log ADD COLUMN started_at REAL;
+ALTER TABLE action_log ADD COLUMN finished_at REAL;
+ALTER TABLE action_log ADD COLUMN result TEXT;
+ALTER TABLE action_log ADD COLUMN pid INTEGER;      -- exec: the command's process, while it runs
+ALTER TABLE action_log ADD COLUMN pid_start INTEGER;
+UPDATE action_log SET status = CASE WHEN phase = 'held' THEN 'held' WHEN dry_run = 1 THEN 'dry-run'
+                                    ELSE 'decided' END;
+CREATE INDEX IF NOT EXISTS action_log_queue ON action_log(action, id) WHERE status IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS action_state (
+    action TEXT NOT NULL,
+    caller_number TEXT NOT NULL,
+    resting_since REAL,
+    restore_due REAL,
+    restored_at REAL,
+    waiting INTEGER,
+    alert_fired_at REAL,
+    context TEXT,
+    PRIMARY KEY (action, caller_number)
+);
+CREATE TABLE IF NOT EXISTS action_requests (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    request TEXT NOT NULL,            -- undo
+    log_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    caller_number TEXT NOT NULL,
+    author TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    done_at REAL,
+    result TEXT
+);
+"""
+
+ACTION_OPEN = ("pending", "running")
+
 
 T = TypeVar("T")
 
@@ -194,6 +237,20 @@ class StoreLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+    def held_by_another(self) -> bool:
+        """Whether a daemon holds the store now (a look, the lock is not kept)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
 
 def store_problem(path: str | Path) -> str | None:
@@ -313,7 +370,7 @@ class Store:
             raise StoreError(f"{self.path}: schema version {version} is newer than this blockradar ({SCHEMA_VERSION})")
         if version < 1:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V1}\n{_SCHEMA_V2}\n{_SCHEMA_V3}\n{_SCHEMA_V4}\n"
-                                   f"{_SCHEMA_V5}\n"
+                                   f"{_SCHEMA_V5}\n{_SCHEMA_V6}\n"
                                    f"PRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
             return
         if version < 2:
@@ -324,6 +381,8 @@ class Store:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V4}\nPRAGMA user_version=4;\nCOMMIT;")
         if version < 5:
             self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V5}\nPRAGMA user_version=5;\nCOMMIT;")
+        if version < 6:
+            self._db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA_V6}\nPRAGMA user_version=6;\nCOMMIT;")
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -518,17 +577,30 @@ class Store:
         return [{**dict(r), "scope": json.loads(r["scope"])} for r in rows]
 
     # -- actions -------------------------------------------------------------------------------------
-    def log_actions(self, decisions: list[dict[str, Any]]) -> None:
-        """Action decisions (``ActionDecision.to_dict()``), kept for ``blockradar actions`` and the audit."""
-        if not decisions:
-            return
+    def log_actions(self, decisions: list[dict[str, Any]], states: list[dict[str, Any]] | None = None) -> None:
+        """Action decisions (``ActionDecision.to_dict()`` with its ``context``) and the guardrail states they
+        changed, in one transaction: a decision to run is queued (``pending``) as it is logged."""
         with self._tx():
-            self._db.executemany(
-                "INSERT INTO action_log(at, action, phase, caller_number, dry_run, threshold, trunk, fingerprint, "
-                "reason, command) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(d["at"], d["action"], d["phase"], d["caller_number"], int(bool(d["dry_run"])), d.get("threshold"),
-                  d.get("trunk"), d.get("fingerprint"), d.get("reason"),
-                  json.dumps(d["command"]) if d.get("command") is not None else None) for d in decisions])
+            if decisions:
+                self._db.executemany(
+                    "INSERT INTO action_log(at, action, phase, caller_number, dry_run, threshold, trunk, fingerprint, "
+                    "reason, command, status, target, context, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [(d["at"], d["action"], d["phase"], d["caller_number"], int(bool(d["dry_run"])),
+                      d.get("threshold"), d.get("trunk"), d.get("fingerprint"), d.get("reason"),
+                      json.dumps(d["command"]) if d.get("command") is not None else None,
+                      d.get("status") or ("held" if d["phase"] == "held" else "dry-run" if d["dry_run"] else "pending"),
+                      d.get("target"), json.dumps(d.get("context") or {}), d["at"]) for d in decisions])
+            for st in states or ():
+                if st.get("empty"):
+                    self._db.execute("DELETE FROM action_state WHERE action = ? AND caller_number = ?",
+                                     (st["action"], st["caller_number"]))
+                    continue
+                self._db.execute(
+                    "INSERT OR REPLACE INTO action_state(action, caller_number, resting_since, restore_due, "
+                    "restored_at, waiting, alert_fired_at, context) VALUES (?,?,?,?,?,?,?,?)",
+                    (st["action"], st["caller_number"], st.get("resting_since"), st.get("restore_due"),
+                     st.get("restored_at"), st.get("waiting"), st.get("alert_fired_at"),
+                     json.dumps(st.get("context") or {})))
 
     def action_log(self, since: float, caller_number: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Decisions since ``since`` (of one number), oldest first."""
@@ -537,21 +609,84 @@ class Store:
             sql += " AND caller_number = ?"
             args.append(caller_number)
         rows = self._db.execute(sql + " ORDER BY at, id LIMIT ?", (*args, limit)).fetchall()
-        out = []
-        for r in rows:
-            row = dict(r)
-            row["dry_run"] = bool(row["dry_run"])
-            row["command"] = json.loads(row["command"]) if row["command"] else None
-            out.append(row)
-        return out
+        return [_action_row(r) for r in rows]
+
+    def action_row(self, log_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM action_log WHERE id = ?", (log_id,)).fetchone()
+        return _action_row(row) if row is not None else None
+
+    def action_states(self, action: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM action_state", ()
+        if action is not None:
+            sql, args = sql + " WHERE action = ?", (action,)
+        return [{**dict(r), "context": json.loads(r["context"] or "{}")} for r in self._db.execute(sql, args)]
+
+    def action_applies_since(self, action: str, since: float) -> list[float]:
+        """When the action applied (not a dry run's "would"), for the hourly cap after a restart."""
+        return [r[0] for r in self._db.execute(
+            "SELECT at FROM action_log WHERE action = ? AND phase = 'apply' AND at >= ? AND status != 'held'",
+            (action, since))]
 
     def resting_numbers(self) -> list[dict[str, Any]]:
-        """Per (action, number), the latest apply not followed by a restore: what rests now."""
+        """What rests now, per (action, number), with the apply that rested it."""
         rows = self._db.execute(
-            "SELECT a.* FROM action_log a JOIN (SELECT action, caller_number, max(id) AS last FROM action_log "
-            "WHERE phase IN ('apply', 'restore') GROUP BY action, caller_number) l ON a.id = l.last "
-            "WHERE a.phase = 'apply' ORDER BY a.at").fetchall()
+            "SELECT s.action, s.caller_number, s.resting_since, s.restore_due, a.id, a.at, a.dry_run, a.threshold, "
+            "a.status, a.target, a.result FROM action_state s LEFT JOIN action_log a ON a.id = (SELECT max(id) FROM "
+            "action_log l WHERE l.action = s.action AND l.caller_number = s.caller_number AND l.phase = 'apply') "
+            "WHERE s.resting_since IS NOT NULL ORDER BY s.resting_since").fetchall()
         return [{**dict(r), "dry_run": bool(r["dry_run"])} for r in rows]
+
+    # the queue: a worker per action takes the oldest open row of its action, in order
+    def action_head(self, action: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM action_log WHERE action = ? AND status IN ('pending', 'running') "
+                               "ORDER BY id LIMIT 1", (action,)).fetchone()
+        return _action_row(row) if row is not None else None
+
+    def action_depth(self, action: str | None = None) -> int:
+        sql, args = "SELECT count(*) FROM action_log WHERE status IN ('pending', 'running')", ()
+        if action is not None:
+            sql, args = sql + " AND action = ?", (action,)
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def action_queued_names(self) -> set[str]:
+        return {r[0] for r in self._db.execute(
+            "SELECT DISTINCT action FROM action_log WHERE status IN ('pending', 'running')")}
+
+    def action_started(self, log_id: int, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE action_log SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                             "pid = NULL, pid_start = NULL WHERE id = ?", (now, log_id))
+
+    def action_process(self, log_id: int, pid: int, start_ticks: int | None) -> None:
+        with self._tx():
+            self._db.execute("UPDATE action_log SET pid = ?, pid_start = ? WHERE id = ?", (pid, start_ticks, log_id))
+
+    def action_retry(self, log_id: int, next_attempt_at: float, result: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE action_log SET status = 'pending', next_attempt_at = ?, result = ?, pid = NULL "
+                             "WHERE id = ?", (next_attempt_at, result, log_id))
+
+    def action_finished(self, log_id: int, status: str, result: str, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE action_log SET status = ?, result = ?, finished_at = ?, pid = NULL WHERE id = ?",
+                             (status, result, now, log_id))
+
+    def action_request(self, request: str, log_id: int, action: str, caller_number: str, author: str, comment: str,
+                       now: float) -> int:
+        with self._tx():
+            cur = self._db.execute("INSERT INTO action_requests(at, request, log_id, action, caller_number, author, "
+                                   "comment) VALUES (?,?,?,?,?,?,?)",
+                                   (now, request, log_id, action, caller_number, author, comment))
+            return int(cur.lastrowid or 0)
+
+    def action_requests(self, open_only: bool = True) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM action_requests" + (" WHERE done_at IS NULL" if open_only else "") + " ORDER BY id"
+        return [dict(r) for r in self._db.execute(sql)]
+
+    def action_request_done(self, request_id: int, result: str, now: float) -> None:
+        with self._tx():
+            self._db.execute("UPDATE action_requests SET done_at = ?, result = ? WHERE id = ?",
+                             (now, result, request_id))
 
     def hold_number(self, caller_number: str, author: str, comment: str, now: float) -> None:
         with self._tx():
@@ -766,6 +901,14 @@ def outcome_row(outcome: CallOutcome, cls: Classification | None) -> OutcomeRow:
     data["ended_ts"] = outcome.ended_at
     return (at if at is not None else time.time(), outcome.connector, outcome.call_id, outcome.caller_number,
             outcome.trunk, cls.category if cls else None, outcome.sip_code, json.dumps(data, ensure_ascii=False))
+
+
+def _action_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["dry_run"] = bool(out["dry_run"])
+    out["command"] = json.loads(out["command"]) if out.get("command") else None
+    out["context"] = json.loads(out["context"]) if out.get("context") else {}
+    return out
 
 
 def _outcome_from(data: dict[str, Any]) -> CallOutcome:

@@ -46,11 +46,12 @@ class _Job:
     """A write other than an outcome row, run on the writer's ``Store``; ``run`` returns True when the job
     wants to be queued once more (a prune with more to delete), anything else when it is done."""
 
-    __slots__ = ("rows", "run")
+    __slots__ = ("after", "rows", "run")
 
-    def __init__(self, run: Callable[[Store], object], rows: int = 1) -> None:
+    def __init__(self, run: Callable[[Store], object], rows: int = 1, after: Callable[[], None] | None = None) -> None:
         self.run = run
         self.rows = rows  # about how many rows it writes: a transaction holds BATCH_ROWS of them
+        self.after = after  # called on the writer's thread once the job is committed
 
 
 class StoreWriter:
@@ -102,10 +103,13 @@ class StoreWriter:
         self._queue(_Job(lambda store: store.record_alert(fingerprint, threshold, severity, scope, fired_at,
                                                           resolved_at)))
 
-    def log_actions(self, decisions: list[dict[str, Any]]) -> None:
-        """Queue action decisions for the audit log (``Store.log_actions``)."""
-        if decisions:
-            self._queue(_Job(lambda store: store.log_actions(decisions), len(decisions)))
+    def log_actions(self, decisions: list[dict[str, Any]], states: list[dict[str, Any]],
+                    after: Callable[[], None] | None = None) -> None:
+        """Queue action decisions (the audit log, and the queue of what runs) with the guardrail states they
+        changed (``Store.log_actions``): written together, behind the alert states that caused them;
+        ``after`` is called (on the writer's thread) once they are committed."""
+        if decisions or states:
+            self._queue(_Job(lambda store: store.log_actions(decisions, states), len(decisions) + len(states), after))
 
     def prune(self, outcomes_before: float, outbox_before: float) -> None:
         """Queue the retention's deletes: outcomes older than ``outcomes_before`` (``PRUNE_ROWS`` per
@@ -226,6 +230,7 @@ class StoreWriter:
         """``batch`` (the head of the queue) in one transaction, in order: runs of rows as multi-row
         inserts, each job in its place."""
         again: list[_Job] = []
+        afters: list[Callable[[], None]] = []
         rows = 0
         try:
             with store.batch():
@@ -237,6 +242,8 @@ class StoreWriter:
                         run = []
                         if item.run(store):
                             again.append(item)
+                        if item.after is not None:
+                            afters.append(item.after)
                     else:
                         run.append(item)
                 store.add_outcome_rows(run)
@@ -266,4 +273,6 @@ class StoreWriter:
             self._cond.notify_all()
         if recovered and self.on_ok is not None:
             self.on_ok()
+        for after in afters:
+            after()
         return True

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from blockradar.actions.config import ActionConfig
 from blockradar.actions.guardrails import Guardrails
+from blockradar.actions.kinds import ExecAction as ActionConfig
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,8 +93,10 @@ def test_templates_are_plain_names_only():
         action(command=["rest-cid", "{caller_number.__class__}"])
     with pytest.raises(ValueError, match=r"use \{name\}"):
         action(command=["rest-cid", "{secret}"])
-    with pytest.raises(ValueError, match="needs command"):
+    with pytest.raises(ValueError, match="command\n  Field required"):
         ActionConfig(name="x", when=["number-strong-block"], kind="exec")
+    with pytest.raises(ValueError, match=r"the program .* cannot be a template"):
+        action(command=["{caller_number}"])
 
 
 def recording(path: Path) -> Path:
@@ -151,10 +154,17 @@ def test_a_config_names_what_is_wrong_with_an_action(tmp_path: Path):
     run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and f"{config}:3:1: actions: action rest: when names no threshold" in run.stderr
-    config.write_text(config.read_text() .replace("no-such-threshold", "number-strong-block") + "    dry_run: false\n")
+    # a real action must name a program this machine has (a dry run may not)
+    config.write_text(config.read_text().replace("no-such-threshold", "number-strong-block")
+                      .replace("[echo,", "[no-such-rest-cid,") + "    dry_run: false\n")
     run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "dry_run: false is not supported yet" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert f"{config}:4:5: actions[0]: program 'no-such-rest-cid' not found" in run.stderr, run.stderr
+    config.write_text(config.read_text().replace("[no-such-rest-cid,", "[echo,"))
+    run = subprocess.run([sys.executable, "-m", "blockradar", "run", "--config", str(config), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
 
 
 async def test_the_daemon_decides_reports_and_keeps_actions_live(tmp_path: Path, caplog):
@@ -247,4 +257,35 @@ def test_report_and_the_number_card_show_the_actions(tmp_path: Path):
     assert card is not None and [(a["action"], a["phase"], a["command"]) for a in card["actions"]] == [
         ("rest-cid", "apply", ["rest-cid", A])]
     html = pages.number_card(card)
-    assert 'id="actions"' in html and f"rest-cid {A}" in html and "dry run" in html
+    assert 'id="actions"' in html and f"rest-cid {A}" in html and ">dry-run<" in html
+
+
+def test_the_readme_recipes_are_valid_configs(tmp_path: Path):
+    """Every YAML block of the README's "Automatic actions" is a config this version reads as written (the
+    secret files and the script it names made up here)."""
+    import re
+
+    from blockradar.config import load_config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Automatic actions"):readme.index("## Commands")]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) == 4
+    for name in ("vicidial-api.pass", "ami-actions.secret"):
+        (tmp_path / name).write_text("s3cret\n")
+    script = tmp_path / "rest-cid"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    seen = []
+    for i, block in enumerate(blocks):
+        text = block.replace("/etc/blockradar/", f"{tmp_path}/").replace("/usr/local/bin/rest-cid", str(script))
+        config = tmp_path / f"recipe{i}.yaml"
+        config.write_text(f"connectors: []\nstore: {tmp_path / 'state.db'}\n{text}")
+        os.environ["CRM_TOKEN"] = "t0ken"
+        try:
+            loaded = load_config(config)
+        finally:
+            del os.environ["CRM_TOKEN"]
+        seen += [(a.name, a.kind, a.dry_run) for a in loaded.config.actions]
+    assert seen == [("rest-cid", "exec", True), ("rest-cid", "vicidial", True), ("rest-cid", "asterisk-db", False),
+                    ("rest-cid", "exec", False), ("tell-the-crm", "http", False)]

@@ -26,6 +26,7 @@ from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession
 from tests.ledger import Ledger
+from tests.polling import until
 from tests.servers.http_sink import HttpSink
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,14 +49,6 @@ def start(config: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-
-async def until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_kill_9_mid_stream_loses_no_truth(tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -102,9 +103,31 @@ def test_a_version_1_store_is_migrated_and_its_queue_keeps_its_groups(tmp_path):
     db.commit()
     db.close()
     with Store(path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         indexes = {name for (name,) in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"outbox_order", "outcomes_caller"} <= indexes  # v2's and v3's
         (row,) = store.outbox_rows()
         assert row.group_key == "{threshold='x'}"
         assert store.outbox_head("slack").id == row.id
+
+
+def test_a_version_5_action_log_becomes_the_actions_queue(tmp_path: Path):
+    """Schema 6: a v5 store's decisions keep their meaning (dry runs and holds were never to run), and the
+    new tables (guardrail state, undo requests) exist."""
+    import sqlite3
+
+    from blockradar import store as module
+
+    path = tmp_path / "v5.db"
+    db = sqlite3.connect(path)
+    db.executescript(f"{module._SCHEMA_V1}\n{module._SCHEMA_V2}\n{module._SCHEMA_V3}\n{module._SCHEMA_V4}\n"
+                     f"{module._SCHEMA_V5}\nPRAGMA user_version=5;")
+    db.executemany("INSERT INTO action_log(at, action, phase, caller_number, dry_run) VALUES (?,?,?,?,?)",
+                   [(1.0, "rest", "apply", "+15557650001", 1), (2.0, "rest", "held", "+15557650002", 1)])
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.schema_version() == 6
+        assert [(r["phase"], r["status"], r["attempts"]) for r in store.action_log(0)] == [
+            ("apply", "dry-run", 0), ("held", "held", 0)]
+        assert store.action_depth() == 0 and store.action_states() == [] and store.action_requests() == []

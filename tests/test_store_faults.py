@@ -22,6 +22,7 @@ from blockradar.daemon import Daemon
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
 from blockradar.testing import AmiServer, AmiSession
+from tests.polling import until
 from tests.servers.http_sink import HttpSink
 
 pytestmark = pytest.mark.timeout(90)
@@ -45,14 +46,6 @@ def healthz(port: int) -> tuple[int, dict]:
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def status_becomes(port: int, status: int, what: str) -> None:

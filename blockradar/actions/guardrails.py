@@ -10,6 +10,9 @@ driven by event time (the daemon's clock live, the recording's in ``replay``).
   cancels the restore.
 * **hold** / **release**: an operator freezes a number (no apply, no restore) and lets it go again;
   ``undo`` restores a resting number at once.
+
+The state of each number (``NumberState``) is what the store keeps (``action_state``), so a restarted
+daemon knows what rests, what is due back and what cools down; the hourly cap is rebuilt from the log.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from blockradar.actions.config import ActionConfig
+from blockradar.actions.kinds.base import ActionBase
 
 HOUR = 3600.0
 
@@ -32,10 +35,25 @@ class Verdict:
     reason: str = ""
 
 
+@dataclass(slots=True)
+class NumberState:
+    """One number's guardrail state in one action, as the store keeps it (``action_state``)."""
+
+    caller_number: str
+    resting_since: float | None = None
+    restore_due: float | None = None
+    restored_at: float | None = None
+    waiting: int | None = None  # held back by a cap, with its alert's count
+
+    def empty(self) -> bool:
+        return self.resting_since is None and self.restore_due is None and self.waiting is None and (
+            self.restored_at is None)
+
+
 class Guardrails:
     """The resting numbers of one action and the caps around them."""
 
-    def __init__(self, config: ActionConfig) -> None:
+    def __init__(self, config: ActionBase) -> None:
         self.config = config
         self.pool = set(config.pool)
         self.cap = config.pool_cap()
@@ -103,6 +121,32 @@ class Guardrails:
         if number not in self.resting:
             return Verdict("none", number)
         return self._restore(number, now)
+
+    # -- what the store keeps --------------------------------------------------------------------
+    def state_of(self, number: str) -> NumberState:
+        return NumberState(number, self.resting.get(number), self.restore_due.get(number),
+                           self.restored_at.get(number), self.waiting.get(number))
+
+    def load(self, states: list[NumberState], applies: list[float]) -> None:
+        """Take back what a previous run left: each number's state, and the applies of the last hour."""
+        for st in states:
+            if st.resting_since is not None:
+                self.resting[st.caller_number] = st.resting_since
+            if st.restore_due is not None:
+                self.restore_due[st.caller_number] = st.restore_due
+            if st.restored_at is not None:
+                self.restored_at[st.caller_number] = st.restored_at
+            if st.waiting is not None:
+                self.waiting[st.caller_number] = st.waiting
+        self._applies = deque(sorted(applies))
+
+    def forget_cooled(self, now: float) -> list[str]:
+        """Numbers whose cooldown is over and that neither rest nor wait: nothing left to keep."""
+        done = [n for n, at in self.restored_at.items() if now - at >= self.config.cooldown
+                and n not in self.resting and n not in self.waiting]
+        for number in done:
+            del self.restored_at[number]
+        return done
 
     # -- inside -----------------------------------------------------------------------------------
     def _cap_reason(self, now: float) -> str:

@@ -42,6 +42,7 @@ from blockradar.clock import Clock, SystemClock
 from blockradar.durations import format_duration, parse_duration
 from blockradar.logs import fields
 from blockradar.store import STORE_ERRORS, OutboxRow, Store
+from blockradar.wakeups import wake
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,7 @@ class Outbox:
 
     def wake(self) -> None:
         """Make the workers look at the table now (safe from any thread)."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        for event in self._events.values():
-            loop.call_soon_threadsafe(event.set)
+        wake(self._loop, self._events.values())
 
     # -- consuming -----------------------------------------------------------------------------------
     async def start(self) -> None:

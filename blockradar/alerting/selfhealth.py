@@ -1,6 +1,6 @@
 """Self-alerts: the daemon pages about itself through the same outbox and notifiers.
 
-Five conditions, each firing once and resolving once, like any alert:
+Six conditions, each firing once and resolving once, like any alert:
 
 * ``pbx-link-down``: a connector has not been connected for ``link_down_after``;
 * ``pbx-auth-failing``: a connector's credentials are rejected (wrong secret, ACL) for
@@ -11,6 +11,9 @@ Five conditions, each firing once and resolving once, like any alert:
 * ``outcomes-dropped``: a connector dropped call outcomes at its full hand-off to the pipeline (a flood
   the daemon could not keep up with, even after holding the PBX back); resolves after ``DROPS_QUIET_S``
   without a new drop;
+* ``action-failing``: an action's run failed for good, or keeps failing (``ACTION_RETRIES_PAGED`` tries);
+  a number may be out of rotation that should be back, or the other way round. Resolves with the
+  action's next run that succeeds;
 * ``store-failing``: the store cannot be written (disk full, read-only, damaged); resolves with the
   first write that succeeds. The daemon delivers this one straight from memory (the outbox lives in
   the store it cannot write).
@@ -43,6 +46,10 @@ WHAT_TO_DO = {
     "outcomes-dropped": "blockradar dropped calls it could not process in time (see blockradar_dropped_events "
                         "and blockradar_loop_lag_seconds in /metrics): give it more CPU, or narrow what the PBX "
                         "sends (ESL filters, AMI read= classes). Alerts may miss the dropped calls meanwhile.",
+    "action-failing": "An action could not change the dialer (see the detail and blockradar actions history): "
+                      "fix the cause (credentials, the dialer's API, the PBX, the script); a number may be out of "
+                      "rotation that should be back, or still dialling while blocked. blockradar actions undo ID "
+                      "and hold NUMBER act by hand.",
     "store-failing": "blockradar cannot write its store (disk full, read-only file system or a damaged file): free "
                      "space or fix the mount. Meanwhile alerts are judged in memory but neither kept nor "
                      "sent through the durable outbox; they are written and sent once a write succeeds.",
@@ -51,7 +58,8 @@ WHAT_TO_DO = {
 DROPS_QUIET_S = 300.0  # outcomes-dropped resolves after this long without a new drop
 
 
-_SUBJECT = {"config-reload-failed": "config", "store-failing": "store"}  # else a connector
+ACTION_RETRIES_PAGED = 3  # an action retried this many times in a row pages, before it gives up
+_SUBJECT = {"config-reload-failed": "config", "store-failing": "store", "action-failing": "action"}  # else a connector
 
 
 @dataclass(slots=True)
@@ -113,6 +121,12 @@ class SelfHealth:
     def store_ok(self, store: str, now: float) -> None:
         self._judge("store-failing", store, False, 0.0, now, "")
 
+    def action_failing(self, action: str, detail: str, now: float) -> None:
+        self._judge("action-failing", action, True, 0.0, now, detail)
+
+    def action_ok(self, action: str, now: float) -> None:
+        self._judge("action-failing", action, False, 0.0, now, "")
+
     def reload_failed(self, error: str, now: float) -> None:
         self._judge("config-reload-failed", "config", True, 0.0, now, error)
 
@@ -150,6 +164,7 @@ class SelfHealth:
                 "config-reload-failed": f"{subject}: fixed after {lasted}",
                 "outcomes-dropped": f"connector {subject}: no call dropped for {format_duration(DROPS_QUIET_S)}",
                 "store-failing": f"the store is written again, after {lasted}",
+                "action-failing": f"action {subject} ran again, after {lasted}",
             }.get(kind, f"connector {subject} is connected again, after {lasted}")
         else:
             detail = condition.detail

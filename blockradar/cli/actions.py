@@ -1,6 +1,8 @@
-"""``blockradar actions list|history|hold|release``: what the configured actions decided (the daemon's
-audit log in the store), which numbers rest now, and an operator's hold on a number (the daemon reads
-holds every few seconds: no apply, no restore for a held number until it is released)."""
+"""``blockradar actions list|history|hold|release|undo``: what the configured actions decided and did (the
+daemon's audit log in the store: each decision with its status, attempts and result), which numbers rest
+now, an operator's hold on a number (no apply, no restore for it until it is released), and ``undo ID``:
+put back now the number an apply rested. The daemon reads holds and undos every few seconds; with no
+daemon running they wait for its next start."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from blockradar.cli.silence import _open_store, _region_from_config, config_opti
 from blockradar.durations import parse_duration
 from blockradar.numbers import DEFAULT_REGION, NumberPlan
 from blockradar.outcome import iso
+from blockradar.store import StoreLock
 
 
 def _number(raw: str, config: str | None) -> str:
@@ -43,9 +46,10 @@ def list_(as_json: bool, store: str | None, config: str | None) -> None:
             print_json({"kind": "hold", **hold})
         print_json({"kind": "actions-summary", "resting": len(resting), "held": len(holds)})
         return
-    click.echo(table(["number", "action", "since", "dry run", "alert"],
-                     [[r["caller_number"], r["action"], iso(r["at"]), "yes" if r["dry_run"] else "no", r["threshold"]]
-                      for r in resting]) if resting else "no number rests")
+    click.echo(table(["number", "action", "since", "back at", "apply", "dry run", "status", "alert"],
+                     [[r["caller_number"], r["action"], iso(r["resting_since"]), iso(r["restore_due"]) or "-",
+                       f"#{r['id']}" if r["id"] else "-", "yes" if r["dry_run"] else "no", r["status"] or "-",
+                       r["threshold"] or "-"] for r in resting]) if resting else "no number rests")
     if holds:
         click.echo("")
         click.echo(table(["held number", "since", "by", "why"],
@@ -72,10 +76,17 @@ def history(since: str, number: str | None, as_json: bool, store: str | None, co
             print_json({"kind": "action", **row})
         print_json({"kind": "actions-history-summary", "since": since, "decisions": len(rows)})
         return
-    click.echo(table(["at", "action", "phase", "number", "dry run", "alert", "why held / command"],
-                     [[iso(r["at"]), r["action"], r["phase"], r["caller_number"], "yes" if r["dry_run"] else "no",
-                       r["threshold"], r["reason"] or " ".join(r["command"] or [])] for r in rows])
+    click.echo(table(["id", "at", "action", "phase", "number", "status", "tries", "alert", "result", "why / what"],
+                     [[f"#{r['id']}", iso(r["at"]), r["action"], r["phase"], r["caller_number"], r["status"],
+                       str(r["attempts"]), r["threshold"], r["result"] or "-", _what(r)] for r in rows], max_width=60)
                if rows else f"no action decided in the last {since}")
+
+
+def _what(row: dict[str, object]) -> str:
+    """Why it was decided (held, an undo), else what runs: the command, the request."""
+    if row["reason"]:
+        return str(row["reason"])
+    return " ".join(row["command"] or []) or str(row["target"] or "")  # type: ignore[arg-type]
 
 
 @actions.command("hold")
@@ -104,3 +115,37 @@ def release(number: str, store: str | None, config: str | None) -> None:
     if not found:
         raise click.ClickException(f"{wanted} is not held")
     click.echo(f"released {wanted}")
+
+
+@actions.command("undo")
+@click.argument("apply_id", metavar="ID")
+@click.option("--comment", "-c", default="", help="Why (kept in the history).")
+@click.option("--author", default=None, help="Who (default: the current user).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line: the queued request.")
+@store_option
+@config_option
+def undo(apply_id: str, comment: str, author: str | None, as_json: bool, store: str | None,
+         config: str | None) -> None:
+    """Put back now the number that apply ID rested (ID from `actions history` or `actions list`). It may
+    rest again on a new alert once its cooldown is over; to keep it in rotation, hold it."""
+    try:
+        log_id = int(apply_id.lstrip("#"))
+    except ValueError:
+        raise click.BadParameter(f"not an action id: {apply_id!r}", param_hint="ID") from None
+    with _open_store(store, config) as s:
+        row = s.action_row(log_id)
+        if row is None or row["phase"] != "apply":
+            raise click.ClickException(f"#{log_id} is not an apply (see blockradar actions history)")
+        resting = [r for r in s.resting_numbers() if r["action"] == row["action"]
+                   and r["caller_number"] == row["caller_number"]]
+        if not resting:
+            raise click.ClickException(f"{row['caller_number']} does not rest ({row['action']}): nothing to undo")
+        request = s.action_request("undo", log_id, row["action"], row["caller_number"], author or getpass.getuser(),
+                                   comment, time.time())
+        running = StoreLock(s.path).held_by_another()
+    if as_json:
+        print_json({"kind": "action-undo", "request": request, "apply": log_id, "action": row["action"],
+                    "caller_number": row["caller_number"], "daemon_running": running})
+        return
+    where = "within a few seconds" if running else "when it starts (no daemon holds this store now)"
+    click.echo(f"undo #{log_id} queued (request {request}): the daemon puts {row['caller_number']} back {where}")

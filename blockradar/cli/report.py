@@ -107,6 +107,6 @@ def report(since: str, config_path: str | None, store_path: str | None, limit: i
     if decisions:
         click.echo("")
         click.echo(f"actions, last {since}:")
-        click.echo(table(["at", "action", "phase", "number", "dry run", "why held / command"],
-                         [[iso(d["at"]), d["action"], d["phase"], d["caller_number"], "yes" if d["dry_run"] else "no",
+        click.echo(table(["at", "action", "phase", "number", "status", "result", "why / what"],
+                         [[iso(d["at"]), d["action"], d["phase"], d["caller_number"], d["status"], d["result"] or "-",
                            d["reason"] or " ".join(d["command"] or [])] for d in decisions]))

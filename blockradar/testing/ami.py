@@ -11,6 +11,11 @@ behaves like Asterisk 22's ``main/manager.c`` as captured in tests/fixtures/life
   ``Message: Authentication failed``, then it closes the socket;
 * ``Action: Ping`` -> ``Response: Success`` / ``Ping: Pong`` / ``Timestamp: <epoch>`` (ActionID echoed);
 * ``Action: Logoff`` -> ``Response: Goodbye`` / ``Message: Thanks for all the fish.``, then close;
+* ``DBPut`` / ``DBGet`` / ``DBDel`` (the asterisk-db action) on the server's ``astdb`` dict, for the users
+  of ``write_users`` (``write = system``) only, with Asterisk 22.10.1's words (tests/fixtures/asterisk/
+  actions): ``Updated database successfully``, ``Key deleted successfully``, ``Database entry could not be
+  deleted``, ``Database entry not found``; the monitoring user gets ``Permission denied``. A Login with
+  ``Events: off`` gets no event stream;
 * any other action -> ``Response: Error`` / ``Message: Invalid/unknown command``.
 
 Replies go out between event frames, never inside one (as Asterisk's session lock does).
@@ -42,7 +47,8 @@ but get no banner, until ``thaw()``. ``push(data)`` sends event bytes to every l
 Asterisk queues an event for every session (held while frozen, sent at ``thaw()``): with an empty
 session stream it is a PBX that broadcasts whatever it is given (the demo). ``secret`` may be changed
 while it runs (a password changed on the PBX side). The server records what it saw: ``logins``
-(username, accepted), ``pings``, ``connections``; ``wait_for(predicate)`` polls them.
+(username, accepted), ``pings``, ``connections``, ``db_actions`` (user, action, family/key, response);
+``wait_for(predicate)`` polls them.
 
 Usage::
 
@@ -119,9 +125,18 @@ class LoginRecord:
     events: str
 
 
+@dataclass
+class DbActionRecord:
+    username: str
+    action: str  # DBPut | DBGet | DBDel
+    entry: str  # family/key
+    response: str  # Success | Error
+
+
 @dataclass(eq=False)
 class _Connection:
     writer: asyncio.StreamWriter
+    username: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while a frame is half written
     logged_in: bool = False
     streamer: asyncio.Task[None] | None = None  # writes the session's stream after Login
@@ -138,7 +153,10 @@ class AmiServer:
     ssl_context: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    write_users: dict[str, str] = field(default_factory=dict)  # username -> secret, with write = system
+    astdb: dict[str, str] = field(default_factory=dict)  # "family/key" -> value
     logins: list[LoginRecord] = field(default_factory=list)
+    db_actions: list[DbActionRecord] = field(default_factory=list)
     pings: int = 0
     connections: int = 0
     _server: asyncio.base_events.Server | None = None
@@ -246,11 +264,10 @@ class AmiServer:
                     verb = action.get("action", "").lower()
                     action_id = action.get("actionid")
                     if verb == "login":
-                        ok = (
-                            not session.refuse_login
-                            and action.get("username") == self.username
-                            and action.get("secret") == self.secret
-                        )
+                        username = action.get("username", "")
+                        ok = not session.refuse_login and (
+                            (username == self.username and action.get("secret") == self.secret)
+                            or (username in self.write_users and action.get("secret") == self.write_users[username]))
                         self.logins.append(LoginRecord(action.get("username", ""), ok, action.get("events", "")))
                         if not ok:
                             await asyncio.sleep(self.auth_fail_delay)
@@ -263,7 +280,12 @@ class AmiServer:
                             writer.write(FULLY_BOOTED)
                         await writer.drain()
                         conn.logged_in = True
-                        conn.streamer = asyncio.create_task(self._stream(session, conn))
+                        conn.username = username
+                        if events != {"off"}:
+                            conn.streamer = asyncio.create_task(self._stream(session, conn))
+                    elif verb in ("dbput", "dbget", "dbdel") and conn.logged_in:
+                        async with lock:
+                            writer.write(self._db_action(conn.username, action))
                     elif verb == "ping":
                         self.pings += 1
                         if session.answer_ping:
@@ -340,6 +362,38 @@ class AmiServer:
                 writer.close()
         except ConnectionError:
             return
+
+
+    def _db_action(self, username: str, action: dict[str, str]) -> bytes:
+        """What Asterisk 22.10.1 answers to DBPut / DBGet / DBDel (main/db.c; the lab's recordings)."""
+        verb, action_id = action.get("action", ""), action.get("actionid")
+        family, key = action.get("family", ""), action.get("key", "")
+        entry = f"{family}/{key}"
+
+        def answer(status: str, message: str, *more: bytes, lines: tuple[str, ...] = ()) -> bytes:
+            self.db_actions.append(DbActionRecord(username, verb, entry, status))
+            return _response(status, action_id, *lines, f"Message: {message}") + b"".join(more)
+
+        if username not in self.write_users:
+            return answer("Error", "Permission denied")
+        if not family:
+            return answer("Error", "No family specified.")
+        if not key:
+            return answer("Error", "No key specified.")
+        name = verb.lower()
+        if name == "dbput":
+            self.astdb[entry] = action.get("val", "")
+            return answer("Success", "Updated database successfully")
+        if name == "dbdel":
+            if self.astdb.pop(entry, None) is None:
+                return answer("Error", "Database entry could not be deleted")
+            return answer("Success", "Key deleted successfully")
+        if entry not in self.astdb:
+            return answer("Error", "Database entry not found")
+        tail = f"\r\nActionID: {action_id}" if action_id else ""
+        events = (f"Event: DBGetResponse\r\nFamily: {family}\r\nKey: {key}\r\nVal: {self.astdb[entry]}{tail}\r\n\r\n"
+                  f"Event: DBGetComplete{tail}\r\nEventList: Complete\r\nListItems: 1\r\n\r\n")
+        return answer("Success", "Result will follow", events.encode(), lines=("EventList: start",))
 
 
 def _parse_action(raw: bytes) -> dict[str, str]:

@@ -160,6 +160,8 @@ def overview(live: dict[str, Any], data: dict[str, Any]) -> str:
                  f'{_counts_table(data["numbers"], "calling number", link_numbers=True)}</section>')
     parts.append(f'<section id="rejections"><h2>Latest blocked calls (603+, 608, 607 ...)</h2>'
                  f'{_rejections(data["rejections"])}</section>')
+    parts.append(f'<section id="resting"><h2>Numbers out of rotation (actions)</h2>'
+                 f'{_resting(data.get("resting", []))}</section>')
     parts.append(f'<p class="muted">As of {_time(data["now"])}. The same data as JSON: '
                  f'<a href="/api/v1/overview">/api/v1/overview</a>.</p>')
     return _document("status", "".join(parts))
@@ -211,11 +213,20 @@ def _actions(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="muted">No action on this number.</p>'
     body = "".join(
-        f'<tr><td>{_time(r["at"])}</td><td>{e(r["action"])}</td><td>{e(r["phase"])}</td>'
-        f'<td>{"dry run" if r["dry_run"] else "done"}</td>'
-        f'<td>{e(r["reason"] or " ".join(r["command"] or []))}</td></tr>' for r in rows)
-    return ("<table><tr><th>when</th><th>action</th><th>phase</th><th></th><th>why held / command</th></tr>"
-            f"{body}</table>")
+        f'<tr><td>#{e(r["id"])}</td><td>{_time(r["at"])}</td><td>{e(r["action"])}</td><td>{e(r["phase"])}</td>'
+        f'<td>{e(r["status"])}</td><td class="num">{e(r["attempts"])}</td><td>{e(r["result"] or "")}</td>'
+        f'<td>{e(r["reason"] or " ".join(r["command"] or []) or r["target"] or "")}</td></tr>' for r in rows)
+    return ("<table><tr><th>id</th><th>when</th><th>action</th><th>phase</th><th>status</th><th>tries</th>"
+            f"<th>result</th><th>why / what</th></tr>{body}</table>")
+
+
+def _resting(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="muted">No number is out of rotation.</p>'
+    body = "".join(
+        f'<tr><td>{_number_link(r["caller_number"])}</td><td>{e(r["action"])}</td><td>{_time(r["resting_since"])}</td>'
+        f'<td>{_time(r["restore_due"]) if r["restore_due"] else "when its alert resolves"}</td></tr>' for r in rows)
+    return f"<table><tr><th>number</th><th>action</th><th>since</th><th>back</th></tr>{body}</table>"
 
 
 def not_found(what: str) -> str:

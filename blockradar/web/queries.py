@@ -128,6 +128,7 @@ def overview(path: str | Path, now: float) -> dict[str, Any]:
                        for entry in trunks_day],
             "numbers": _totals(db, "caller_number", now - DAY, limit=25),
             "rejections": _rejections(db, now - DAY),
+            "resting": _resting(db),
         }
 
 
@@ -196,8 +197,16 @@ def _alert_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]:
 
 
 def _action_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]:
-    """What the configured actions decided for the number (apply, restore, held), newest first."""
-    rows = db.execute("SELECT at, action, phase, dry_run, reason, command FROM action_log WHERE caller_number = ? "
-                      "ORDER BY at DESC, id DESC LIMIT 20", (number,)).fetchall()
+    """What the configured actions decided and did for the number (apply, restore, held), newest first."""
+    rows = db.execute("SELECT id, at, action, phase, dry_run, reason, command, status, attempts, result, target "
+                      "FROM action_log WHERE caller_number = ? ORDER BY at DESC, id DESC LIMIT 20",
+                      (number,)).fetchall()
     return [{**dict(row), "dry_run": bool(row["dry_run"]),
              "command": json.loads(row["command"]) if row["command"] else None} for row in rows]
+
+
+def _resting(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The numbers the actions took out of rotation, oldest first (at most 100)."""
+    rows = db.execute("SELECT action, caller_number, resting_since, restore_due FROM action_state "
+                      "WHERE resting_since IS NOT NULL ORDER BY resting_since LIMIT 100").fetchall()
+    return [dict(row) for row in rows]

@@ -27,6 +27,7 @@ class Recorded:
     body: bytes
     json: Any = None
     status: int = 0  # what the sink answered
+    query: dict[str, str] = field(default_factory=dict)  # the URL's query, decoded
 
 
 @dataclass
@@ -136,7 +137,7 @@ class HttpSink:
             parsed = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        record = Recorded(request.method, request.path, dict(request.headers), body, parsed)
+        record = Recorded(request.method, request.path, dict(request.headers), body, parsed, query=dict(request.query))
         self.requests.append(record)
         self.arrived.set()
         reply = self.script.pop(0) if self.script else self.default

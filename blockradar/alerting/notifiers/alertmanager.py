@@ -111,6 +111,8 @@ def am_annotations(alert: AlertDict, notification: Notification) -> dict[str, st
     redress = [wording.redress_line(entry) for entry in alert.get("redress") or []]
     if redress:
         out["redress"] = "; ".join(redress)
+    if alert.get("actions"):
+        out["actions"] = "; ".join(alert.get("actions") or [])
     for key in ("count", "attempts", "rate", "sip_codes", "trunks", "resolve_rule"):
         value = alert.get(key)  # type: ignore[misc]
         if value not in (None, {}, ""):

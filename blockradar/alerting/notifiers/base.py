@@ -65,6 +65,7 @@ class AlertDict(TypedDict, total=False):
     samples: list[SampleCall]
     redress: list[dict[str, Any]]
     what_to_do: dict[str, str]
+    actions: list[str]  # what the actions did for its number: "rest-cid: rested +1555... in VICIdial CID group X"
     detail: str  # self-alerts: what is wrong, in words
 
 

@@ -88,6 +88,8 @@ def _alert_text(alert: AlertDict) -> list[str]:
         lines.append(f"  redress: {o(redress_line(entry), 500)}")
     for cat, todo in alert.get("what_to_do", {}).items():
         lines.append(f"  what to do ({o(cat)}): {o(todo, 500)}")
+    for action in alert.get("actions", []):
+        lines.append(f"  action: {o(action, 300)}")
     return lines
 
 
@@ -152,6 +154,9 @@ def _alert_html(alert: AlertDict) -> str:
         parts.append("<p>Redress (the carrier's contacts):</p><ul>" + "".join(items) + "</ul>")
     for cat, todo in alert.get("what_to_do", {}).items():
         parts.append(f"<p><b>What to do ({h(o(cat))}):</b> {h(o(todo, 500))}</p>")
+    actions = alert.get("actions", [])
+    if actions:
+        parts.append("<p>Actions:</p><ul>" + "".join(f"<li>{h(o(a, 300))}</li>" for a in actions) + "</ul>")
     return "".join(parts)
 
 

@@ -110,6 +110,10 @@ def alert_blocks(alert: AlertDict, status_url: str | None = None) -> list[Any]:
     if todo:
         elements = [MarkdownTextObject(text=_cut(f"*{e(k)}:* {e(v)}", MAX_TEXT)) for k, v in todo.items()]
         blocks.append(ContextBlock(elements=elements[:MAX_CONTEXT]))
+    actions = alert.get("actions", [])
+    if actions:
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text=_cut("*Actions:* " + "\n".join(e(a) for a in actions[:5]), MAX_TEXT))))
     return blocks
 
 

@@ -41,6 +41,7 @@ SELF_ALERT_NAMES: dict[str, str] = {
     "config-reload-failed": "config reload failed",
     "outcomes-dropped": "calls dropped: blockradar cannot keep up",
     "store-failing": "blockradar cannot write its store",
+    "action-failing": "an action cannot change the dialer",
 }
 
 CHANGE_WORDS = {"new": "NEW", "firing": "still firing", "resolved": "RESOLVED"}
