@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -283,3 +284,19 @@ def test_asterisk_db_keys_stay_on_one_line():
     hostile = {**CONTEXT, "threshold": "x\r\nAction: Command\r\nCommand: core stop now"}
     verb, entry, value = executor.describe("apply", hostile)
     assert "\r" not in value and "\n" not in value and verb == "DBPut" and entry == "blockradar-rest/17275551212"
+
+
+def test_an_orphaned_command_is_told_from_its_zombie_and_from_a_stranger():
+    """After kill -9 the restarted daemon waits for its orphaned command while it runs; a zombie (an init
+    that does not reap) or a pid taken by another process since does not hold the run back."""
+    import subprocess
+
+    from blockradar.actions.kinds.exec import process_start_ticks
+
+    child = subprocess.Popen(["sleep", "0.2"])
+    ticks = process_start_ticks(child.pid)
+    assert ticks is not None and ticks != process_start_ticks(os.getpid())  # another process, another start
+    time.sleep(0.5)  # it ended; unreaped, it is a zombie
+    assert process_start_ticks(child.pid) is None
+    child.wait()
+    assert process_start_ticks(child.pid) is None

@@ -60,12 +60,14 @@ def program_path(program: str) -> str | None:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """When a process started (clock ticks since boot, /proc/PID/stat field 22): with the PID it names one
-    process, so a restarted daemon can tell its own orphaned command from an unrelated one."""
+    """When a running process started (clock ticks since boot, /proc/PID/stat field 22): with the PID it
+    names one process, so a restarted daemon can tell its own orphaned command from an unrelated one.
+    None when there is no such process, or only its zombie (an init that does not reap, in a container)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        fields = stat[stat.rindex(b")") + 2:].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
