@@ -14,6 +14,8 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+TICK_S = 1.0  # the daemon looks at its alerts and actions once a second; replay follows the same beat
+
 
 class Clock(Protocol):
     def now(self) -> float:

@@ -174,6 +174,46 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+def _host_port(value: str, example: str) -> str:
+    _, sep, port = value.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, e.g. {example}")
+    return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class HepConfig(_Strict):
+    """The ``hep:`` section: a UDP listener for the HEPv3 copies of the PBX's SIP messages, joined to its
+    outcomes (issue 15)."""
+
+    listen: str = "127.0.0.1:9060"
+    password: SecretStr | None = None  # the auth key the PBX sends (Asterisk capture_password); checked if set
+    wait: Duration = 2.0  # how long an outcome waits for its carrier response before it goes out as it is
+    window: Duration = 10.0  # how far apart in time an outcome and its response may be; and an orphan's age
+    max_pending: int = Field(default=10_000, ge=1)  # outcomes and responses waiting, each side
+    max_payload: int = Field(default=65_535, ge=512, le=1_048_576)
+    forward: str | None = None  # host:port of an upstream collector (Homer): every datagram, unchanged
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _host_port(value, "127.0.0.1:9060")
+
+    @field_validator("forward")
+    @classmethod
+    def _forward(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value, "10.0.0.5:9060")
+
+    @field_validator("wait", "window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return _duration(value)
+
+
 class SelfHealthConfig(_Strict):
     """When the daemon pages about itself."""
 
@@ -215,6 +255,7 @@ class DaemonConfig(_Strict):
     log_format: Literal["human", "json"] = "human"
     self_health: SelfHealthConfig = Field(default_factory=SelfHealthConfig)
     actions: list[ActionConfig] = Field(default_factory=list)  # issue 14: what to do when an alert fires
+    hep: HepConfig | None = None  # issue 15: the carrier's own responses, mirrored by the PBX as HEPv3
 
     @field_validator("retention", mode="before")
     @classmethod

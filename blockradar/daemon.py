@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import sqlite3
@@ -48,14 +49,16 @@ from blockradar.alerting.notifiers.base import AlertDict, Notification, Notifier
 from blockradar.alerting.outbox import Outbox
 from blockradar.alerting.selfhealth import ACTION_RETRIES_PAGED, SelfHealth
 from blockradar.classification import Classification
-from blockradar.clock import Clock, SystemClock
-from blockradar.config import ConfigError, DaemonConfig, LoadedConfig, load_config
+from blockradar.clock import TICK_S, Clock, SystemClock
+from blockradar.config import ConfigError, DaemonConfig, HepConfig, LoadedConfig, load_config, split_host_port
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
+from blockradar.connectors.hep.join import HepJoin
+from blockradar.connectors.hep.source import HepReader, start_listener
 from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.logs import LineBudget, fields
 from blockradar.looplag import LoopLagMonitor
-from blockradar.metrics import AlertsCollector, HealthCollector, Metrics, WindowCollector
+from blockradar.metrics import AlertsCollector, HealthCollector, HepCollector, Metrics, WindowCollector
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
@@ -65,7 +68,6 @@ from blockradar.web import HttpServer, StatusSource, build_app
 
 log = logging.getLogger(__name__)
 
-TICK_S = 1.0
 # before alert work is committed, the outcomes queued so far are written (by the writer thread): how long
 # the loop waits for that at most (a commit takes a few ms; a stalled disk must not stop alerting)
 OUTCOMES_WRITTEN_WAIT_S = 2.0
@@ -134,6 +136,9 @@ class Daemon:
         self._transition_lines = LineBudget(limit=20, period_s=10.0)  # one INFO line per transition, storms summarised
         self.actions = ActionPlanner(self.config.actions)  # issue 14: alert transitions -> dialer changes
         self.action_queue: ActionQueue | None = None  # runs them (durable), and says what they did
+        self.hep_reader: HepReader | None = None  # issue 15: the carrier's responses, mirrored as HEP ...
+        self.hep_join: HepJoin | None = None  # ... joined to the PBX's outcomes
+        self._hep_transport: asyncio.DatagramTransport | None = None
         self._action_lines = LineBudget(limit=20, period_s=10.0)
         self._holds_loaded_at = float("-inf")
 
@@ -193,6 +198,9 @@ class Daemon:
                  len(self.pipeline.thresholds), len(notifiers), restored)
         self.registry.register(HealthCollector(self.healths, self._outbox_depth))
         self.registry.register(WindowCollector(lambda: self.pipeline.groups if self.pipeline else ()))
+        self.registry.register(HepCollector(
+            lambda: (self.hep_reader.stats, self.hep_join.stats, self.hep_join.pending)
+            if self.hep_reader is not None and self.hep_join is not None else None))
         self.registry.register(AlertsCollector(
             lambda: [th for group in self.pipeline.groups for th in group.thresholds] if self.pipeline else ()))
         await self.outbox.start()
@@ -210,6 +218,8 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"{self.loaded.path}: http.listen: cannot listen on {config.http.listen}: "
                                    f"{exc.strerror or exc}") from None
+        if config.hep is not None:
+            await self._start_hep(config.hep)
         for spec in config.connectors:
             connector = make_connector(spec, self._sink, self.clock, self.config.numbers.default_region)
             self.connectors.append(connector)
@@ -262,6 +272,25 @@ class Daemon:
         return [alert for group in self.pipeline.groups for th in group.thresholds
                 for alert in th.active.values() if alert.state == "firing"]
 
+    async def _start_hep(self, cfg: HepConfig) -> None:
+        """The HEP listener and the join: from now on each outcome meets its carrier response (or waits for
+        it a little) before the pipeline sees it."""
+        self.hep_reader = HepReader(NumberPlan(self.config.numbers.default_region),
+                                    auth_key=cfg.password.get_secret_value() if cfg.password else None,
+                                    max_payload=cfg.max_payload, max_calls=2 * cfg.max_pending)
+        join = self.hep_join = HepJoin(self._process, wait_s=cfg.wait, window_s=cfg.window,
+                                       max_pending=cfg.max_pending)
+        host, port = split_host_port(cfg.listen)
+        forward = split_host_port(cfg.forward) if cfg.forward else None
+        try:
+            self._hep_transport, _ = await start_listener(
+                self.hep_reader, lambda response: join.add_response(response, self.clock.now()), host, port, forward)
+        except OSError as exc:
+            raise StartupError(f"{self.loaded.path}: hep.listen: cannot listen on udp {cfg.listen}: "
+                               f"{exc.strerror or exc}") from None
+        log.info("HEP: listening on udp %s%s; an outcome waits up to %.1f s for its carrier response", cfg.listen,
+                 f", every datagram forwarded to {cfg.forward}" if forward else "", cfg.wait)
+
     def _history_s(self) -> float:
         assert self.pipeline is not None
         return max((t.window for t in self.pipeline.thresholds), default=3600.0)
@@ -269,7 +298,20 @@ class Daemon:
     # ------------------------------------------------------------------------------- data path
 
     def _sink(self, outcome: CallOutcome) -> None:
-        """Called by the connectors in the loop thread, once per outcome; never raises."""
+        """Called by the connectors in the loop thread, once per outcome; never raises. With HEP the outcome
+        first meets its carrier response (``_process`` follows, now or after ``hep.wait``)."""
+        join = self.hep_join
+        if join is None:
+            self._process(outcome)
+            return
+        try:
+            join.add_outcome(outcome, self.clock.now())
+        except Exception:
+            log.exception("HEP join failed for call %s; the outcome goes on as it is", outcome.call_id)
+            self._process(outcome)
+
+    def _process(self, outcome: CallOutcome) -> None:
+        """One outcome into the pipeline and the store; never raises."""
         try:
             pipeline = self.pipeline
             assert pipeline is not None and self.selfhealth is not None
@@ -453,6 +495,8 @@ class Daemon:
         for health in healths:
             if health.last_event_at is not None:
                 pipeline.lifecycle.link_alive(health.name, health.last_event_at)
+        if self.hep_join is not None:
+            self.hep_join.tick(now)  # outcomes that waited long enough go on as they are
         self._commit(lambda: pipeline.tick(now, budget_s))
         self._manage_collector()
         if self.actions.actions:
@@ -605,6 +649,10 @@ class Daemon:
         for connector, result in zip(self.connectors, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("connector %s did not close cleanly: %s", connector.name, result)
+        if self._hep_transport is not None:
+            self._hep_transport.close()
+        if self.hep_join is not None:
+            self.hep_join.flush()  # the outcomes still waiting for their response go on as they are
         if self.pipeline is not None and self.store is not None:
             self._commit(self.pipeline.lifecycle.flush_state)
         if self.action_queue is not None:
@@ -687,6 +735,10 @@ class Daemon:
             "last_reload": self.last_reload,
             "self_alerts": self.selfhealth.active() if self.selfhealth else [],
             "sink_errors": self.sink_errors,
+            **({"hep": {"listen": self.config.hep.listen if self.config.hep else None,
+                        **self.hep_reader.stats.to_dict(), **dataclasses.asdict(self.hep_join.stats),
+                        "pending": self.hep_join.pending}}
+               if self.hep_reader is not None and self.hep_join is not None else {}),
             "store": {"path": str(self.config.store), "ok": self.store_failure is None,
                       **(self.store_failure or {}), "unstored_outcomes": self.writer.pending if self.writer else 0,
                       "unstored_dropped": self.writer.dropped if self.writer else 0,

@@ -176,3 +176,42 @@ class HealthCollector(Collector):
         depth = GaugeMetricFamily("blockradar_outbox_depth", "Notifications waiting in the outbox.")
         depth.add_metric([], float(self._outbox_depth()))
         yield from (up, state, last, *counters.values(), skipped, depth)
+
+
+class HepCollector(Collector):
+    """The HEP source and its join (issue 15), read when Prometheus scrapes."""
+
+    def __init__(self, stats: Callable[[], tuple[Any, Any, int] | None]) -> None:
+        self._stats = stats  # () -> (HepStats, JoinStats, pending) or None without a hep: section
+
+    def collect(self) -> Iterator[Metric]:
+        found = self._stats()
+        if found is None:
+            return
+        reader, join, pending = found
+        datagrams = CounterMetricFamily("blockradar_hep_datagrams", "HEP datagrams received, by what they were.",
+                                        labels=["result"])
+        for result in ("bad", "unauthorized", "not_sip", "sip_errors", "invites", "responses", "retransmissions"):
+            datagrams.add_metric([result], float(getattr(reader, result)))
+        yield datagrams
+        yield CounterMetricFamily("blockradar_hep_datagrams_received", "Every HEP datagram received.",
+                                  value=float(reader.datagrams))
+        forwarded = CounterMetricFamily("blockradar_hep_forwarded", "HEP datagrams sent on to the upstream "
+                                        "collector, by result.", labels=["result"])
+        forwarded.add_metric(["sent"], float(reader.forwarded))
+        forwarded.add_metric(["error"], float(reader.forward_errors))
+        yield forwarded
+        joins = CounterMetricFamily("blockradar_hep_outcomes", "PBX outcomes and their carrier response: joined "
+                                    "by SIP Call-ID, by dialled number, unjoined (none came in time), or not "
+                                    "waited for (answered).", labels=["join"])
+        joins.add_metric(["call_id"], float(join.joined_by_call_id))
+        joins.add_metric(["number"], float(join.joined_by_number))
+        joins.add_metric(["unjoined"], float(join.outcomes_unjoined))
+        joins.add_metric(["not_waited"], float(join.outcomes_without_response))
+        yield joins
+        yield CounterMetricFamily("blockradar_hep_orphan_responses", "Carrier responses no PBX outcome claimed "
+                                  "within hep.window.", value=float(join.orphan_responses))
+        yield CounterMetricFamily("blockradar_hep_dropped", "Outcomes or responses let go at hep.max_pending.",
+                                  value=float(join.dropped))
+        yield GaugeMetricFamily("blockradar_hep_pending", "Outcomes and responses waiting for their twin.",
+                                value=float(pending))

@@ -59,6 +59,8 @@ def bounded(outcome: CallOutcome) -> CallOutcome:
             changes[name] = None
     if len(outcome.call_id) > MAX_ID:
         changes["call_id"] = bounded_id(outcome.call_id)
+    if outcome.sip_call_id is not None and len(outcome.sip_call_id) > MAX_ID:
+        changes["sip_call_id"] = bounded_id(outcome.sip_call_id)
     for name in _TEXT_FIELDS:
         value = getattr(outcome, name)
         if value is not None and len(value) > MAX_TEXT:
@@ -96,6 +98,8 @@ class CallOutcome:
     # the number as the PBX wrote it, when that differs from the E.164 form above (display only)
     caller_number_raw: str | None = None
     callee_number_raw: str | None = None
+    # the trunk leg's SIP Call-ID when the PBX gives it (the Asterisk glue, FreeSWITCH), for the HEP join
+    sip_call_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.headers and not isinstance(self.headers, MappingProxyType):
@@ -133,6 +137,7 @@ class CallOutcome:
             "redress": self.redress.to_dict() if self.redress else None,
             "caller_number_raw": self.caller_number_raw,
             "callee_number_raw": self.callee_number_raw,
+            "sip_call_id": self.sip_call_id,
         }
 
 

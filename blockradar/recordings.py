@@ -1,9 +1,10 @@
 """Recorded PBX streams: detect the format of a file from its content and read its outcomes.
 
 A recording is the raw bytes a client received: an AMI session (``Asterisk Call Manager/...``
-banner, CRLF frames) or an ESL session (``Content-Type:`` envelopes; ``event plain`` or
-``event json``). The readers live beside their connectors and run exactly the live parsing and
-normalizing code; this module only decides which one a file needs.
+banner, CRLF frames), an ESL session (``Content-Type:`` envelopes; ``event plain`` or
+``event json``), or HEP datagrams (uint32 length + datagram records: the carrier responses the
+outcomes of the other recordings are joined to). The readers live beside their connectors and run
+exactly the live parsing and normalizing code; this module only decides which one a file needs.
 """
 
 from __future__ import annotations
@@ -40,20 +41,24 @@ class ReadSettings:
 @dataclass(slots=True)
 class Recording:
     path: str
-    format: str  # "ami" | "esl"
+    format: str  # "ami" | "esl" | "hep"
     outcomes: list[CallOutcome]
     stats: dict[str, Any] = field(default_factory=dict)
+    responses: list[Any] = field(default_factory=list)  # hep: CarrierResponse, in capture order
 
 
 def detect_format(head: bytes) -> str | None:
     """"ami", "esl", or None, from the first bytes of a recording."""
     from blockradar.connectors.ami_recording import looks_like_ami
     from blockradar.connectors.esl_recording import looks_like_esl
+    from blockradar.connectors.hep.wire import looks_like_hep_recording
 
     if looks_like_ami(head):
         return "ami"
     if looks_like_esl(head):
         return "esl"
+    if looks_like_hep_recording(head):
+        return "hep"
     return None
 
 
@@ -77,4 +82,19 @@ def read_recording(path: str | Path, connector: str = "replay", settings: ReadSe
 
         esl = read_esl_recording(data, connector=connector, settings=settings)
         return Recording(str(path), "esl", esl.outcomes, esl.stats.to_dict())
-    raise RecordingError(f"{path}: not a recorded AMI or ESL stream (it starts with {data[:40]!r})")
+    if kind == "hep":
+        from blockradar.connectors.hep.source import HepReader
+        from blockradar.connectors.hep.wire import HepError, read_records
+
+        reader = HepReader(settings.numbers or NumberPlan())
+        responses = []
+        try:
+            for datagram in read_records(data):
+                response = reader.feed(datagram)
+                if response is not None:
+                    responses.append(response)
+        except HepError as exc:  # a cut file: what came before it is kept, the damage counted
+            reader.stats.bad += 1
+            return Recording(str(path), "hep", [], {**reader.stats.to_dict(), "truncated": str(exc)}, responses)
+        return Recording(str(path), "hep", [], reader.stats.to_dict(), responses)
+    raise RecordingError(f"{path}: not a recorded AMI, ESL or HEP stream (it starts with {data[:40]!r})")

@@ -925,5 +925,5 @@ def _outcome_from(data: dict[str, Any]) -> CallOutcome:
         sip_phrase=data.get("sip_phrase"), reason=data.get("reason"), q850_cause=data.get("q850_cause"),
         pbx_cause=data.get("pbx_cause"), headers=data.get("headers") or {}, call_info=data.get("call_info"),
         redress=redress, caller_number_raw=data.get("caller_number_raw"),
-        callee_number_raw=data.get("callee_number_raw"),
+        callee_number_raw=data.get("callee_number_raw"), sip_call_id=data.get("sip_call_id"),
     )

@@ -15,6 +15,7 @@ import pytest
 from blockradar.actions.guardrails import Guardrails
 from blockradar.actions.kinds import ExecAction as ActionConfig
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
+from blockradar.outcome import from_iso, iso
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -289,3 +290,41 @@ def test_the_readme_recipes_are_valid_configs(tmp_path: Path):
         seen += [(a.name, a.kind, a.dry_run) for a in loaded.config.actions]
     assert seen == [("rest-cid", "exec", True), ("rest-cid", "vicidial", True), ("rest-cid", "asterisk-db", False),
                     ("rest-cid", "exec", False), ("tell-the-crm", "http", False)]
+
+
+def test_replay_of_the_live_lab_run_gives_what_the_daemon_did(tmp_path: Path):
+    """The lab's live run (tests/fixtures/asterisk/actions/MANIFEST.md): replayed with the same config, the
+    action rests the number at the call that fired the alert and puts it back restore_after the resolve,
+    as the daemon did; the recording itself shows the dialplan dialling with the fallback meanwhile."""
+    fixture = Path(__file__).parent / "fixtures" / "asterisk" / "actions" / "live-rest-cid.ami"
+    config = tmp_path / "blockradar.yaml"
+    config.write_text(textwrap.dedent("""\
+        connectors:
+          - {name: pbx1, type: asterisk, username: blockradar, secret: x}
+        thresholds:
+          - {name: strong, scope: [caller_number], categories: [analytics_block], confidence: [high],
+             window: 2m, count: 2, severity: warning}
+        alerting: {group_wait: 0s, group_interval: 30s, repeat_interval: 4h}
+        actions:
+          - {name: rest-cid, when: [strong], kind: asterisk-db, username: blockradar-actions, secret: y,
+             restore_after: 20s, dry_run: false}
+        """))
+    run = subprocess.run([sys.executable, "-m", "blockradar", "replay", str(fixture), "--config", str(config),
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    calls = [(r["caller_number"], r["sip_code"]) for r in records if r["kind"] == "outcome"]
+    assert calls == [(A, 608), (A, 608), ("+15557650003", 608)] + [("+15557650003", None)] * 3 + [(A, None)] * 2
+    events = [(r["kind"], r.get("state") or r.get("phase")) for r in records if r["kind"] in ("alert", "action")]
+    assert events == [("alert", "firing"), ("action", "apply"), ("alert", "resolved"), ("action", "restore")]
+    apply, restore = (r for r in records if r["kind"] == "action")
+    second_608 = [r for r in records if r["kind"] == "outcome"][1]
+    assert iso(apply["at"]) == second_608["ended_at"] == "2026-11-30T04:04:45.254Z"  # live: 04:04:45.258
+    assert apply["command"] == ["DBPut", "blockradar-rest/15557650001", "strong"]
+    assert restore["command"] == ["DBDel", "blockradar-rest/15557650001"]
+    resolved = next(r for r in records if r["kind"] == "alert" and r["state"] == "resolved")
+    assert restore["at"] - from_iso(resolved["at"]) == pytest.approx(20.0, abs=1.0)
+    assert abs(restore["at"] - from_iso("2026-11-30T04:07:12.267Z")) < 3.0  # the daemon's DBDel, live
+    # the number came back before the last two calls, which went out with it again
+    last_calls = [r for r in records if r["kind"] == "outcome"][-2:]
+    assert all(from_iso(c["ended_at"]) > restore["at"] for c in last_calls)

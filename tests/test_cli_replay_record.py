@@ -117,8 +117,11 @@ def test_replay_alerts_on_the_recordings_clock():
     assert kinds.count("outcome") == 4
     alerts = [r for r in records if r["kind"] == "alert"]
     assert alerts and all(set(a) >= ALERT_KEYS for a in alerts)
-    by_name = {a["threshold"]: a for a in alerts}
+    by_name = {a["threshold"]: a for a in reversed(alerts)}  # the first transition of each
     assert by_name["number-strong-block"]["state"] == "firing"
+    # after the recording the clock runs on until its alerts resolved, marked as such
+    end = next(i for i, r in enumerate(records) if r["kind"] == "recording-end")
+    assert all(r["state"] == "resolved" for r in records[end + 1:]) and records[end + 1:]
     assert by_name["number-analytics-blocks"]["count"] == 3  # 608, 183->608, 403 spam
     # alerts fire at the time of the call that crossed the threshold, in the recording's time
     third_block = [r for r in records if r["kind"] == "outcome" and r["category"] == "analytics_block"][2]
@@ -134,16 +137,18 @@ def test_replay_with_config_thresholds(tmp_path: Path):
         """))
     records = lines(blockradar("replay", "--config", str(config), str(FIXTURES / "asterisk/05-607-unwanted.ami"),
                                str(FIXTURES / "asterisk/01-608-rejected.ami"), "--json"))
-    assert [r["threshold"] for r in records if r["kind"] == "alert"] == ["any-607"]
+    assert [(r["threshold"], r["state"]) for r in records if r["kind"] == "alert"] == [("any-607", "firing"),
+                                                                                       ("any-607", "resolved")]
 
 
 def test_replay_refuses_what_is_not_a_recording(tmp_path: Path):
     junk = tmp_path / "notes.txt"
     junk.write_text("hello\n")
     run = blockradar("replay", str(junk))
-    assert run.returncode == 2 and "not a recorded AMI or ESL stream" in run.stderr
+    assert run.returncode == 2 and "not a recorded AMI, ESL or HEP stream" in run.stderr
     assert detect_format(b"Asterisk Call Manager/11.0.0\r\n") == "ami"
     assert detect_format(b"Content-Type: auth/request\n\n") == "esl"
+    assert detect_format(b"\x00\x00\x00\x40HEP3\x00\x40") == "hep"
     with pytest.raises(RecordingError):
         read_recording(junk)
 

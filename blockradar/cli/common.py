@@ -31,7 +31,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], max_width: int 
     """Rows as a table as wide as the terminal; numbers and percentages align right; a cell wider than
     ``max_width`` or than the room left ends in an ellipsis. Piped (no terminal) the table is as wide as
     its cells need, for ``less -S`` and ``grep``."""
-    columns = width or (shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 1000)
+    piped = width is None and not sys.stdout.isatty()
+    columns = width or (1_000_000 if piped else shutil.get_terminal_size((120, 24)).columns)
+    if piped:
+        max_width = 1_000_000  # as wide as the cells need
     out = io.StringIO()
     console = Console(file=out, width=max(columns, 40), color_system=None, highlight=False, emoji=False,
                       markup=False, soft_wrap=False)

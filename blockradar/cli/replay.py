@@ -15,6 +15,7 @@ import click
 from blockradar.actions.planner import ActionPlanner
 from blockradar.classification import Classification
 from blockradar.cli.common import print_json, table
+from blockradar.clock import TICK_S
 from blockradar.config import ConfigError, DaemonConfig, load_config
 from blockradar.connectors.legs import LegVerdict
 from blockradar.numbers import DEFAULT_REGION, NumberPlan
@@ -76,15 +77,77 @@ def replay_records(outcomes: list[CallOutcome], ruleset: RuleSet, config: Daemon
         if planner is not None:
             records.extend(d.to_dict() for d in planner.tick(now))
 
+    clock: list[float] = []  # the last tick
+
+    def advance(to: float) -> None:
+        """Tick once a second of the recording's time up to ``to``, as the daemon's ticker does: alerts
+        resolve and restores fall due in the gaps between calls, not at the next call."""
+        t = clock[0] + TICK_S if clock else to
+        while t < to:
+            tick(t)
+            t += TICK_S
+        tick(to)
+        clock[:] = [to]
+
     for outcome in outcomes:
         if outcome.ended_at is not None:
-            tick(outcome.ended_at)
+            advance(outcome.ended_at)
         slot = len(records)
         records.append({})  # the outcome's line goes before the alerts it triggers
         records[slot] = outcome_record(outcome, pipeline.process(outcome))
-    if outcomes and outcomes[-1].ended_at is not None:
-        tick(outcomes[-1].ended_at)
+    if clock:
+        end = clock[0]
+        records.append({"kind": "recording-end", "at": iso(end)})
+        # then the clock runs on with no more calls, until the alerts have resolved and the actions restored
+        # (what would have followed had the traffic stopped there), at most until everything could have
+        horizon = end + settle_s(pipeline, alerting, planner)
+        while clock[0] < horizon and not settled(pipeline, planner):
+            advance(min(clock[0] + TICK_S, horizon))
     return records
+
+
+def settle_s(pipeline: Any, alerting: Any, planner: ActionPlanner | None) -> float:
+    """How long after the last call the alerts and actions can still change: the longest window with its
+    clear timer, a group interval, the longest ``restore_after``."""
+    windows = max((th.window + (th.keep_firing_for or th.window) for th in pipeline.thresholds), default=0.0)
+    restore = max((a.restore_after or 0.0 for a in planner.actions), default=0.0) if planner else 0.0
+    return windows + alerting.group_interval + restore + 2 * TICK_S
+
+
+def settled(pipeline: Any, planner: ActionPlanner | None) -> bool:
+    """No alert firing or pending, no restore due, no apply waiting for room."""
+    if any(alert.state in ("firing", "pending") for group in pipeline.groups for th in group.thresholds
+           for alert in th.active.values()):
+        return False
+    return planner is None or not any(g.restore_due or g.waiting for g in planner.guards.values())
+
+
+def join_offline(outcomes: list[CallOutcome], responses: list[Any],
+                 config: DaemonConfig | None) -> tuple[list[CallOutcome], dict[str, int]]:
+    """The live daemon's join on the recordings' clock: responses and outcomes in event-time order, an
+    outcome waiting ``hep.wait`` for a response that comes after it."""
+    import dataclasses
+
+    from blockradar.connectors.hep.join import HepJoin
+
+    hep = config.hep if config is not None and config.hep is not None else None
+    joined: list[CallOutcome] = []
+    join = HepJoin(joined.append, wait_s=hep.wait if hep else 2.0, window_s=hep.window if hep else 10.0,
+                   max_pending=hep.max_pending if hep else 10_000)
+    events: list[tuple[float, int, Any]] = [(r.at, 0, r) for r in responses]
+    events += [(o.ended_at if o.ended_at is not None else float("inf"), 1, o) for o in outcomes]
+    events.sort(key=lambda e: (e[0], e[1]))
+    for at, side, item in events:
+        if at != float("inf"):
+            join.tick(at)
+        if side == 0:
+            join.add_response(item, at)
+        else:
+            join.add_outcome(item, at if at != float("inf") else 0.0)
+    join.flush()
+    join.tick(float("inf"))  # the responses nobody claimed are orphans
+    joined.sort(key=lambda o: o.ended_at if o.ended_at is not None else float("inf"))
+    return joined, dataclasses.asdict(join.stats)
 
 
 def read_settings(config: DaemonConfig | None, name: str | None, numbers: NumberPlan,
@@ -124,7 +187,8 @@ def read_settings(config: DaemonConfig | None, name: str | None, numbers: Number
 def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[str, ...], region: str | None,
            connector_name: str | None, show_legs: bool, no_alerts: bool, as_json: bool, stats: bool) -> None:
     """Replay recorded AMI or ESL streams (format detected from content) through the classifier and,
-    unless --no-alerts, the thresholds and alert lifecycle, on the recording's own clock."""
+    unless --no-alerts, the thresholds and alert lifecycle, on the recording's own clock. HEP recordings
+    among the files give the carrier's own responses, joined to the outcomes as the daemon joins them."""
     config: DaemonConfig | None = None
     base_rules = ["default"]
     if config_path:
@@ -146,6 +210,7 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
     legs: list[LegVerdict] = []
     settings = read_settings(config, connector_name, numbers, legs.append if show_legs else None)
     outcomes: list[CallOutcome] = []
+    responses: list[Any] = []
     for path in files:
         try:
             recording = read_recording(path, settings=settings)
@@ -153,6 +218,7 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
             click.echo(f"blockradar replay: {exc}", err=True)
             sys.exit(2)
         outcomes.extend(recording.outcomes)
+        responses.extend(recording.responses)
         if stats:  # what the reader counted: a JSON line with --json, else words (on stderr beside the records)
             counted = {"kind": "reader-stats", "file": str(path), "format": recording.format,
                        "outcomes": len(recording.outcomes), **dict(recording.stats)}
@@ -163,6 +229,12 @@ def replay(files: tuple[str, ...], config_path: str | None, rule_files: tuple[st
                            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dict(recording.stats).items()),
                            err=True)
     outcomes.sort(key=lambda o: o.ended_at if o.ended_at is not None else float("inf"))
+    if responses:
+        outcomes, joined = join_offline(outcomes, responses, config)
+        if stats and as_json:
+            print_json({"kind": "hep-join", **joined})
+        elif stats:
+            click.echo("HEP join: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in joined.items()), err=True)
     records = replay_records(outcomes, ruleset, config, with_alerts=not no_alerts)
     if as_json:
         for verdict in legs:

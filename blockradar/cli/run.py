@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -43,7 +44,27 @@ def config_secrets(config: DaemonConfig) -> list[str]:
                 walk(item)
 
     walk(config.notifiers)
+    for action in config.actions:  # the vicidial password, the AMI secret, http URLs and header values
+        found += action_secrets(action)
     return found
+
+
+def action_secrets(node: Any) -> list[str]:
+    """The Secret values of an action's settings (nested ones too); of a templated one, its literal parts."""
+    from pydantic import BaseModel
+
+    from blockradar.secret import Secret
+
+    out: list[str] = []
+    values = [getattr(node, name) for name in type(node).model_fields] if isinstance(node, BaseModel) else (
+        list(node.values()) if isinstance(node, dict) else [])
+    for value in values:
+        if isinstance(value, Secret):
+            text = value.reveal()
+            out += [piece for piece in re.split(r"\{[a-z_]+\}", text) if len(piece) >= 8] if "{" in text else [text]
+        elif isinstance(value, BaseModel | dict):
+            out += action_secrets(value)
+    return [s for s in out if s]
 
 
 async def serve(loaded: LoadedConfig) -> int:
@@ -107,8 +128,11 @@ def run(ctx: click.Context, config_path: str, log_format: str | None, check: boo
         if problem is not None:
             click.echo(f"{config_path}: store: {problem}", err=True)
             sys.exit(2)
+        live = sum(not a.dry_run for a in cfg.actions)
+        actions = f", {len(cfg.actions)} action(s) ({live} run for real, {len(cfg.actions) - live} dry run)" \
+            if cfg.actions else ""
         click.echo(f"ok: {config_path}: {len(cfg.connectors)} connector(s), {len(ruleset.rules)} rules, "
-                   f"{len(cfg.effective_thresholds())} thresholds, {len(cfg.notifiers)} notifier(s)")
+                   f"{len(cfg.effective_thresholds())} thresholds, {len(cfg.notifiers)} notifier(s){actions}")
         return
     verbose = ctx.find_root().params.get("verbose", 0) or 0
     setup_logging(log_format or loaded.config.log_format, logging.DEBUG if verbose > 1 else logging.INFO,

@@ -511,6 +511,7 @@ class AmiCallTracker:
             pbx="asterisk",
             connector=self.connector,
             call_id=leg.glue_callid or leg.uniqueid,
+            sip_call_id=leg.glue_callid or None,
             started_at=leg.started_at,
             ended_at=at,
             answered=answered,

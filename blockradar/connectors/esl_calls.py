@@ -71,6 +71,7 @@ SIP_VARIABLES = KeySelection(
         "variable_sip_hangup_disposition",
         "variable_sip_reason",
         "variable_sip_603plus_reason",
+        "variable_sip_call_id",
     ),
     prefixes=(RH_PREFIX,),
 )
@@ -201,6 +202,7 @@ def outcome_from_hangup(
         headers=headers,
         call_info=None,  # FreeSWITCH drops Call-Info of a failure response (MANIFEST)
         redress=redress,
+        sip_call_id=sip.get("variable_sip_call_id") or None,
     )
 
 

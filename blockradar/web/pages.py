@@ -173,7 +173,7 @@ def number_card(card: dict[str, Any]) -> str:
                ("answer rate", _pct(card["answer_rate"])),
                ("average talk time", "-" if card["avg_talk_s"] is None else f'{card["avg_talk_s"]} s'),
                ("answered calls under 6 s", _pct(card["short_call_share"])),
-               ("days in rotation", card["days_in_rotation"])]
+               ("days it dialled", card["days_in_rotation"])]
     head = "".join(f'<span class="figure"><b>{e(v)}</b>{e(k)}</span>' for k, v in figures)
     categories = "".join(f'<tr><td>{e(k)}</td><td class="n">{v}</td><td class="n">{_pct(v / card["attempts"])}</td>'
                          f'</tr>' for k, v in sorted(card["categories"].items(), key=lambda kv: -kv[1])
