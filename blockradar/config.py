@@ -197,6 +197,11 @@ class HepConfig(_Strict):
     max_pending: int = Field(default=10_000, ge=1)  # outcomes and responses waiting, each side
     max_payload: int = Field(default=65_535, ge=512, le=1_048_576)
     forward: str | None = None  # host:port of an upstream collector (Homer): every datagram, unchanged
+    # the join by dialled number (plain Asterisk): each trunk's carrier address(es), ip or ip:port, so two
+    # carriers dialling one number at once are never swapped; and the PBX's own SIP address(es) when it
+    # cannot be learned (a PBX with several addresses)
+    trunks: dict[str, list[str]] = Field(default_factory=dict)
+    pbx_addresses: list[str] = Field(default_factory=list)
 
     @field_validator("listen")
     @classmethod

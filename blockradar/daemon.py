@@ -277,9 +277,10 @@ class Daemon:
         it a little) before the pipeline sees it."""
         self.hep_reader = HepReader(NumberPlan(self.config.numbers.default_region),
                                     auth_key=cfg.password.get_secret_value() if cfg.password else None,
-                                    max_payload=cfg.max_payload, max_calls=2 * cfg.max_pending)
+                                    max_payload=cfg.max_payload, max_calls=2 * cfg.max_pending,
+                                    pbx_addresses=tuple(cfg.pbx_addresses))
         join = self.hep_join = HepJoin(self._process, wait_s=cfg.wait, window_s=cfg.window,
-                                       max_pending=cfg.max_pending)
+                                       max_pending=cfg.max_pending, trunks=cfg.trunks)
         host, port = split_host_port(cfg.listen)
         forward = split_host_port(cfg.forward) if cfg.forward else None
         try:

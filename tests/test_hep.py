@@ -264,3 +264,35 @@ def test_record_hep_writes_the_records_replay_reads(tmp_path: Path):
     assert replayed.returncode == 0, replayed.stderr
     kinds = [json.loads(line)["kind"] for line in replayed.stdout.splitlines()]
     assert kinds[0] == "reader-stats" and "hep-join" in kinds
+
+
+def test_with_trunk_addresses_two_carriers_dialling_one_number_are_never_swapped():
+    out: list[CallOutcome] = []
+    join = HepJoin(out.append, wait_s=2.0, window_s=10.0,
+                   trunks={"carrier-a": ["192.0.2.7:5060"], "carrier-b": ["198.51.100.9"]})
+    from_a = carrier("ca", "+12025550123", 100.0, status=603)
+    from_b = carrier("cb", "+12025550123", 100.1, status=603)
+    from_b.src = "198.51.100.9:5060"
+    join.add_response(from_a, 100.0)
+    join.add_response(from_b, 100.1)
+    b_leg = CallOutcome(pbx="asterisk", connector="pbx1", call_id="u-b", ended_at=100.2, callee_number="+12025550123",
+                        trunk="carrier-b", sip_code=603)
+    join.add_outcome(b_leg, 100.2)
+    assert [o.sip_call_id for o in out] == ["cb"]  # the earlier response was carrier-a's: not this leg's
+
+
+def test_the_readme_hep_section_is_a_valid_config(tmp_path: Path, monkeypatch):
+    import re
+
+    from blockradar.config import load_config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### HEP: the carrier's own response"):]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)[:1]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"connectors: []\nstore: {tmp_path / 's.db'}\n{block}")
+    monkeypatch.setenv("HEP_PASSWORD", "lab-hep-key-15")
+    hep = load_config(config).config.hep
+    assert hep is not None and hep.listen == "127.0.0.1:9060" and hep.wait == 2.0 and hep.window == 10.0
+    assert hep.password is not None and hep.password.get_secret_value() == "lab-hep-key-15"
+    assert hep.trunks == {"carrier-a": ["203.0.113.5:5060"]} and hep.forward == "10.0.0.5:9060"

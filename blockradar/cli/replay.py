@@ -133,7 +133,7 @@ def join_offline(outcomes: list[CallOutcome], responses: list[Any],
     hep = config.hep if config is not None and config.hep is not None else None
     joined: list[CallOutcome] = []
     join = HepJoin(joined.append, wait_s=hep.wait if hep else 2.0, window_s=hep.window if hep else 10.0,
-                   max_pending=hep.max_pending if hep else 10_000)
+                   max_pending=hep.max_pending if hep else 10_000, trunks=hep.trunks if hep else None)
     events: list[tuple[float, int, Any]] = [(r.at, 0, r) for r in responses]
     events += [(o.ended_at if o.ended_at is not None else float("inf"), 1, o) for o in outcomes]
     events.sort(key=lambda e: (e[0], e[1]))

@@ -46,6 +46,8 @@ def config_secrets(config: DaemonConfig) -> list[str]:
     walk(config.notifiers)
     for action in config.actions:  # the vicidial password, the AMI secret, http URLs and header values
         found += action_secrets(action)
+    if config.hep is not None and config.hep.password is not None:
+        found.append(config.hep.password.get_secret_value())
     return found
 
 

@@ -9,7 +9,8 @@ An outcome is joined to its response
 1. **by SIP Call-ID** where the PBX gives one (the Asterisk glue's ``SIP_CALLID``, FreeSWITCH's
    ``variable_sip_call_id``): exact;
 2. else **by the dialled number** within ``window_s`` of the outcome's end (plain Asterisk gives no Call-ID
-   in AMI): among the responses to INVITEs for that number, those with the outcome's status if it has
+   in AMI), and by trunk where ``trunks`` says which carrier address a trunk is (the response must come
+   from it): among the responses to INVITEs for that number, those with the outcome's status if it has
    one, and of them the earliest (the carrier answers before the PBX relays that answer to a phone);
    each response joins one outcome at most.
 
@@ -103,8 +104,9 @@ class HepJoin:
     waiting ones go and counts the orphans (call it once a second)."""
 
     def __init__(self, emit: Callable[[CallOutcome], None], *, wait_s: float = 2.0, window_s: float = 10.0,
-                 max_pending: int = 10_000) -> None:
+                 max_pending: int = 10_000, trunks: dict[str, list[str]] | None = None) -> None:
         self.emit = emit
+        self.trunks = {name: set(addresses) for name, addresses in (trunks or {}).items()}
         self.wait_s = wait_s
         self.window_s = window_s
         self.max_pending = max_pending
@@ -137,8 +139,8 @@ class HepJoin:
             self.stats.dropped += 1
 
     def add_outcome(self, outcome: CallOutcome, now: float) -> None:
-        if outcome.answered and outcome.sip_code is None:
-            self.stats.outcomes_without_response += 1  # a 200: no failure response to wait for
+        if outcome.answered or (outcome.sip_code is not None and outcome.sip_code < 300):
+            self.stats.outcomes_without_response += 1  # answered: no failure response to wait for
             self.emit(outcome)
             return
         response = self._claim(outcome)
@@ -194,7 +196,8 @@ class HepJoin:
                 self._forget(response, from_call_ids=False)
                 return response
             return None
-        candidates = [r for r in self._by_number.get(outcome.callee_number or "", ()) if self._near(outcome, r)]
+        candidates = [r for r in self._by_number.get(outcome.callee_number or "", ())
+                      if self._near(outcome, r) and self._from_trunk(outcome, r)]
         if not candidates:
             return None
         response = self._best(outcome, candidates)
@@ -210,7 +213,12 @@ class HepJoin:
         if outcome.sip_call_id:
             return False  # found by its Call-ID, or not at all
         return bool(response.dialled) and response.dialled == outcome.callee_number and self._near(outcome, response) \
+            and self._from_trunk(outcome, response) \
             and (outcome.sip_code is None or outcome.sip_code == response.status or outcome.sip_code < 300)
+
+    def _from_trunk(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
+        addresses = self.trunks.get(outcome.trunk or "")
+        return addresses is None or response.src in addresses or response.src.rpartition(":")[0] in addresses
 
     def _near(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
         end = outcome.ended_at

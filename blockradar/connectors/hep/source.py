@@ -3,9 +3,15 @@ share it), and the UDP listener around it (``HepListener``), which can also send
 unchanged, to an upstream collector such as Homer (a PBX sends to one collector only).
 
 What the reader keeps: the initial INVITE of each Call-ID (for the dialled number and the caller), and
-each final response >= 300 to an INVITE, once (a retransmission of the same response is counted and
-dropped). A datagram that is not HEP, fails the auth key, is not SIP, or is not a SIP message is
-counted, never raised; memory is bounded (``max_calls`` INVITEs and responses remembered).
+each final response >= 300 to an INVITE *the PBX sent* (the carrier's answer), once (a retransmission of
+the same response is counted and dropped). The PBX mirrors what it sends and what it receives, phones'
+calls too, and FreeSWITCH copies a carrier's ATIS Reason into its own 603 to the phone (lab, MANIFEST):
+so the PBX's SIP socket is learned as the one address every datagram of a capture agent has on one side
+(or given: ``pbx_addresses``), and a response counts only when the INVITE it answers came from it.
+While that is not known yet (one PBX and one peer seen so far: no phone to confuse) every response counts.
+
+A datagram that is not HEP, fails the auth key, is not SIP, or is not a SIP message is counted, never
+raised; memory is bounded (``max_calls`` INVITEs and responses remembered).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class HepStats:
     unauthorized: int = 0  # the auth key is missing or wrong
     not_sip: int = 0  # another protocol type (RTCP, logs)
     sip_errors: int = 0  # a payload that is not a SIP message
+    empty_payloads: int = 0  # FreeSWITCH sends none for a message over 16000 bytes (sofia-sip's eth_frame_len)
+    not_carrier: int = 0  # final responses the PBX sent (to a phone), not ones it received from a carrier
     invites: int = 0
     responses: int = 0  # final responses >= 300 to INVITEs
     retransmissions: int = 0
@@ -48,13 +56,16 @@ class HepStats:
 
 class HepReader:
     def __init__(self, numbers: NumberPlan, *, auth_key: str | None = None, max_payload: int = 65_535,
-                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
+                 max_calls: int = DEFAULT_MAX_CALLS, pbx_addresses: tuple[str, ...] = ()) -> None:
         self.numbers = numbers
         self.auth_key = auth_key.encode() if auth_key else None
         self.max_payload = max_payload
         self.max_calls = max_calls
         self.stats = HepStats()
-        self._invites: OrderedDict[str, SipMessage] = OrderedDict()
+        self._invites: OrderedDict[str, tuple[SipMessage, str, str]] = OrderedDict()  # call id -> (INVITE, src, ip)
+        self.pbx_addresses = set(pbx_addresses)  # given: ip or ip:port
+        self._sides: dict[object, set[str]] = {}  # capture agent -> the ip:port on every datagram's one side
+        self._ips: dict[object, set[str]] = {}  # the same, by IP (a PBX with several SIP ports)
         self._answered: OrderedDict[tuple[str, int | None, int], None] = OrderedDict()
         self._lines = LineBudget(limit=5, period_s=60.0)
 
@@ -75,6 +86,12 @@ class HepReader:
         if packet.proto_type != PROTO_SIP:
             stats.not_sip += 1
             return None
+        src, dst = f"{packet.src_ip}:{packet.src_port}", f"{packet.dst_ip}:{packet.dst_port}"
+        agent = (packet.capture_id, packet.agent_name)
+        self._learn(agent, src, dst, packet.src_ip, packet.dst_ip)
+        if not packet.payload:
+            stats.empty_payloads += 1
+            return None
         try:
             message = parse_sip(packet.payload)
         except SipError:
@@ -88,7 +105,7 @@ class HepReader:
         if message.method == "INVITE":
             if call_id not in self._invites:  # the initial INVITE (a re-INVITE or a resend changes nothing)
                 stats.invites += 1
-                self._invites[call_id] = message
+                self._invites[call_id] = (message, src, packet.src_ip)
                 if len(self._invites) > self.max_calls:
                     self._invites.popitem(last=False)
             return None
@@ -98,13 +115,54 @@ class HepReader:
         if key in self._answered:
             stats.retransmissions += 1
             return None
+        invite = self._invites.get(call_id)
+        if not self._from_carrier(agent, invite, src, dst, packet.src_ip, packet.dst_ip):
+            stats.not_carrier += 1
+            return None
         self._answered[key] = None
         if len(self._answered) > self.max_calls:
             self._answered.popitem(last=False)
         stats.responses += 1
-        return CarrierResponse.from_sip(message, packet.time, self._invites.get(call_id), self.numbers,
-                                        src=f"{packet.src_ip}:{packet.src_port}",
-                                        dst=f"{packet.dst_ip}:{packet.dst_port}")
+        return CarrierResponse.from_sip(message, packet.time, invite[0] if invite else None, self.numbers,
+                                        src=src, dst=dst)
+
+    # -- which side is the PBX --------------------------------------------------------------------
+    def _learn(self, agent: object, src: str, dst: str, src_ip: str, dst_ip: str) -> None:
+        sides = self._sides.get(agent)
+        if sides is None:
+            self._sides[agent] = {src, dst}
+            self._ips[agent] = {src_ip, dst_ip}
+            return
+        if len(sides) > 1 or (sides and not sides & {src, dst}):
+            sides &= {src, dst}
+        ips = self._ips[agent]
+        if len(ips) > 1:
+            ips &= {src_ip, dst_ip}
+
+    def pbx_side(self, agent: object) -> tuple[set[str], set[str]] | None:
+        """(ip:port, ip) sets that are the PBX, or None while that is not known."""
+        if self.pbx_addresses:
+            return ({a for a in self.pbx_addresses if ":" in a}, {a for a in self.pbx_addresses if ":" not in a})
+        sides, ips = self._sides.get(agent, set()), self._ips.get(agent, set())
+        if len(sides) == 1:
+            return sides, set()
+        if len(ips) == 1 and not sides:  # several SIP ports on one address
+            return set(), ips
+        return None
+
+    def _from_carrier(self, agent: object, invite: tuple[SipMessage, str, str] | None, src: str, dst: str,
+                      src_ip: str, dst_ip: str) -> bool:
+        side = self.pbx_side(agent)
+        if side is None:
+            return True
+        endpoints, ips = side
+
+        def is_pbx(endpoint: str, ip: str) -> bool:
+            return endpoint in endpoints or ip in ips
+
+        if invite is not None:
+            return is_pbx(invite[1], invite[2])  # the PBX sent the INVITE: its answer is the carrier's
+        return is_pbx(dst, dst_ip) and not is_pbx(src, src_ip)
 
     def _say(self, text: str, *args: object) -> None:
         if self._lines.take(time.monotonic()):
