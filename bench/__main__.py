@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ami, engine, esl, latency, load, memory
+from bench import ami, engine, esl, hep, latency, load, memory
 from bench.report import environment, json_line, judge, median, table
 from bench.streams import ami_stream, esl_stream
 
@@ -68,6 +68,14 @@ def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
         ami_bytes_per_event=len(stream.data) / stream.events,
     )
     del stream
+
+    progress(f"HEP: the lab's datagrams of {sizes.ami_calls} calls through the reader and the join")
+    heps = hep.measure(sizes.ami_calls, sizes.repeats, progress)
+    hep_per_call = median(heps["rates"]) / (heps["datagrams"] / heps["calls"])
+    ami_per_call = result["ami_events_per_s"] / result["ami_events_per_call"]
+    result.update(hep_datagrams_per_s=median(heps["rates"]), hep_calls_per_s=hep_per_call,
+                  hep_cost_vs_ami=ami_per_call / hep_per_call, hep_joined=heps["joined"],
+                  hep_failed_calls=heps["failed_calls"])
 
     progress(f"building the ESL stream ({sizes.esl_calls} calls)")
     stream = esl_stream(sizes.esl_calls)

@@ -44,6 +44,7 @@ class HepStats:
     sip_errors: int = 0  # a payload that is not a SIP message
     empty_payloads: int = 0  # FreeSWITCH sends none for a message over 16000 bytes (sofia-sip's eth_frame_len)
     not_carrier: int = 0  # final responses the PBX sent (to a phone), not ones it received from a carrier
+    other: int = 0  # SIP messages the join does not need (1xx, 2xx, ACK, BYE ...), not parsed
     invites: int = 0
     responses: int = 0  # final responses >= 300 to INVITEs
     retransmissions: int = 0
@@ -89,8 +90,14 @@ class HepReader:
         src, dst = f"{packet.src_ip}:{packet.src_port}", f"{packet.dst_ip}:{packet.dst_port}"
         agent = (packet.capture_id, packet.agent_name)
         self._learn(agent, src, dst, packet.src_ip, packet.dst_ip)
-        if not packet.payload:
+        payload = packet.payload
+        if not payload:
             stats.empty_payloads += 1
+            return None
+        # only INVITEs and final responses >= 300 matter: the rest (1xx, 2xx, ACK, BYE ...) unparsed
+        if (payload.startswith(b"SIP/2.0 ") and payload[8:9] in (b"1", b"2")) or (
+                not payload.startswith((b"SIP/2.0 ", b"INVITE "))):
+            stats.other += 1
             return None
         try:
             message = parse_sip(packet.payload)
