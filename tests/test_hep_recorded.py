@@ -14,6 +14,7 @@ import pytest
 from blockradar.cli.replay import join_offline
 from blockradar.recordings import read_recording
 from blockradar.ruleset import load_ruleset
+from blockradar.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hep"
 SETS = [p.with_suffix("") for p in sorted(FIXTURES.glob("*/*.hep"))]
@@ -89,3 +90,72 @@ def test_the_pbxs_own_answers_to_a_phone_are_not_the_carriers():
         recording = read_recording(FIXTURES / pbx / f"{name}.hep")
         assert recording.stats["not_carrier"] == 2 and len(recording.responses) == 2
         assert {(r.status, r.phrase) for r in recording.responses} == {(608, "Rejected"), (603, "Network Blocked")}
+
+
+def db_categories(db) -> list[dict]:
+    return [{"callee": json.loads(row[1])["callee_number"], "category": row[0]}
+            for row in db._db.execute("SELECT category, data FROM outcomes")]
+
+
+def stored(store: Path) -> dict[str, dict]:
+    with Store(store) as db:
+        return {o.callee_number: o.to_dict() for o in db.iter_outcomes(0)}
+
+
+async def test_the_daemon_live_gives_what_replay_gives(tmp_path: Path):
+    """The lab's plain-Asterisk mixed run played live into a daemon (its AMI stream from the project's AMI
+    server, its HEP datagrams over UDP, both moved to end a minute ago), against ``replay`` of the same two
+    files: call by call the same code, phrase, Reason, Call-Info, redress and category. (The run's 60 s arrive
+    at once, so the daemon is told to trust PBX times that much in the past: clock_skew_tolerance.)"""
+    import socket
+    import textwrap
+    import time
+
+    from blockradar.config import load_config
+    from blockradar.daemon import Daemon
+    from blockradar.testing.ami import AmiServer, AmiSession, event_stream, shift_times
+    from blockradar.testing.hep import HepSender, first_time, recording, shifted
+    from tests.polling import until
+
+    base = FIXTURES / "asterisk" / "ast22-hep-mixed"
+    datagrams = recording(base.with_suffix(".hep").read_bytes())
+    delta = time.time() - 70 - first_time(datagrams)  # the run (60 s) ended a few seconds ago
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tmp_path / "state.db"
+    stream = shift_times(event_stream(base.with_suffix(".ami").read_bytes()), delta)
+    async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami:
+        config = tmp_path / "blockradar.yaml"
+        config.write_text(textwrap.dedent(f"""\
+            connectors:
+              - {{name: pbx1, type: asterisk, port: {ami.port}, username: br, secret: pw,
+                  trunks: [carrier-a, carrier-b, carrier-c], clock_skew_tolerance: 5m}}
+            hep: {{listen: "127.0.0.1:{port}", password: lab-hep-key-15}}
+            store: {store}
+            http: null
+            """))
+        daemon = Daemon(load_config(config))
+        await daemon.start()
+        try:
+            await until(lambda: any(login.accepted for login in ami.logins), what="the daemon's login")
+            await HepSender("127.0.0.1", port).send(shifted(datagrams, delta))
+            await until(lambda: daemon.hep_reader.stats.datagrams == len(datagrams), what="the datagrams")
+            await ami.push(stream)
+            await until(lambda: len(stored(store)) == 30, timeout=20, what="30 outcomes stored")
+            join = daemon.hep_join.stats
+            figures = (join.joined_by_number, join.outcomes_unjoined, join.outcomes_without_response)
+        finally:
+            await daemon.stop(flush_s=2.0)
+    assert figures == (24, 0, 6)  # every failed call joined, every answered one let through at once
+    live = stored(store)
+    offline, _ = replayed(base)
+    assert len(offline) == 30
+    for outcome in offline:
+        mine = live[outcome.callee_number]
+        want = outcome.to_dict()
+        for key in ("sip_code", "sip_phrase", "reason", "call_info", "redress", "caller_number", "trunk", "answered"):
+            assert mine[key] == want[key], (outcome.callee_number, key, mine[key], want[key])
+    categories = {o.callee_number: RULES.classify(o).category for o in offline}
+    with Store(store) as db:
+        assert {r["callee"]: r["category"] for r in db_categories(db)} == categories

@@ -5,16 +5,18 @@ tests, ``blockradar demo`` and the benchmarks all talk to them over TCP exactly 
 
 * ``AmiServer`` / ``AmiSession`` (``ami``, asyncio): Asterisk's Manager Interface;
 * ``EslServer`` / ``EslSession`` (``esl``, threads): FreeSWITCH's event socket;
+* ``HepSender`` (``hep``): a PBX's HEPv3 copies of its SIP messages over UDP, from a recording;
 * ``event_stream()`` cuts the event frames out of an AMI recording, ``load_event_frames()`` out of
-  ESL recordings.
+  ESL recordings; ``shift_times()`` / ``hep.shifted()`` move a recording's times to "now".
 
 Faults, per connection: a clean restart (AMI ``Event: Shutdown``, ESL notice then FIN), a crash (RST,
 a cut in the middle of a frame), a hang (``freeze()`` / ``thaw()``), garbage bytes, a slow drip (one
 byte a second), an authentication failure, a listener down and up again. Nothing here needs pytest.
 """
 
-from blockradar.testing.ami import AmiServer, AmiSession, LoginRecord, event_stream
+from blockradar.testing.ami import AmiServer, AmiSession, LoginRecord, event_stream, shift_times
 from blockradar.testing.esl import EslServer, EslSession, frame_event_name, heartbeat_frame, load_event_frames
+from blockradar.testing.hep import HepSender
 from blockradar.testing.writes import GARBAGE
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "AmiSession",
     "EslServer",
     "EslSession",
+    "HepSender",
     "LoginRecord",
     "event_stream",
     "frame_event_name",
     "heartbeat_frame",
     "load_event_frames",
+    "shift_times",
 ]

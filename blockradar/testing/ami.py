@@ -92,6 +92,17 @@ def event_stream(recording: bytes, *, drop: Sequence[bytes] = (b"FullyBooted",))
     return b"".join(frames)
 
 
+def shift_times(stream: bytes, delta: float) -> bytes:
+    """An AMI stream with every ``Timestamp:`` moved by ``delta`` seconds (a recording replayed "now": the
+    daemon keeps event times within its skew tolerance; a HEP recording moved with ``testing.hep.shifted``)."""
+    import re
+
+    def move(match: re.Match[bytes]) -> bytes:
+        return b"Timestamp: %.6f" % (float(match.group(1)) + delta)
+
+    return re.sub(rb"Timestamp: (\d+(?:\.\d+)?)", move, stream)
+
+
 @dataclass
 class AmiSession:
     """What one client connection gets after a successful Login (see the module docstring)."""

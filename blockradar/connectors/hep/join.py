@@ -52,6 +52,7 @@ class CarrierResponse:
     caller: str | None = None  # P-Asserted-Identity, else From
     src: str = ""  # ip:port of who answered
     dst: str = ""
+    received: float = 0.0  # when the join got it (its clock): an orphan is judged on this, not on ``at``
 
     @classmethod
     def from_sip(cls, response: SipMessage, at: float, invite: SipMessage | None, numbers: NumberPlan,
@@ -130,6 +131,7 @@ class HepJoin:
             return
         if response.call_id in self._by_call_id:
             self._forget(self._by_call_id.pop(response.call_id))
+        response.received = now
         self._by_call_id[response.call_id] = response
         if response.dialled:
             self._by_number.setdefault(response.dialled, deque()).append(response)
@@ -170,7 +172,7 @@ class HepJoin:
             self.emit(outcome)
         while self._by_call_id:
             oldest = next(iter(self._by_call_id.values()))
-            if now - oldest.at <= self.window_s:
+            if now - oldest.received <= self.window_s:
                 break
             self._by_call_id.popitem(last=False)
             self._forget(oldest)
