@@ -191,7 +191,8 @@ class HepCollector(Collector):
         reader, join, pending = found
         datagrams = CounterMetricFamily("blockradar_hep_datagrams", "HEP datagrams received, by what they were.",
                                         labels=["result"])
-        for result in ("bad", "unauthorized", "not_sip", "sip_errors", "invites", "responses", "retransmissions"):
+        for result in ("bad", "unauthorized", "not_sip", "sip_errors", "empty_payloads", "other", "invites",
+                       "responses", "not_carrier", "retransmissions"):
             datagrams.add_metric([result], float(getattr(reader, result)))
         yield datagrams
         yield CounterMetricFamily("blockradar_hep_datagrams_received", "Every HEP datagram received.",

@@ -36,6 +36,7 @@ class ReadSettings:
     gateways: Sequence[str] | None = None  # ESL: gateway names / globs that count
     gateway_names: Mapping[str, str] | None = None  # ESL: gateway -> name to show (FusionPBX UUIDs)
     on_leg: Callable[[LegVerdict], None] | None = None  # every finished leg's verdict
+    hep: Any = None  # HEP: the config's hep: section (password, pbx_addresses, max_payload), as the daemon reads
 
 
 @dataclass(slots=True)
@@ -86,7 +87,11 @@ def read_recording(path: str | Path, connector: str = "replay", settings: ReadSe
         from blockradar.connectors.hep.source import HepReader
         from blockradar.connectors.hep.wire import HepError, read_records
 
-        reader = HepReader(settings.numbers or NumberPlan())
+        hep = settings.hep
+        reader = HepReader(settings.numbers or NumberPlan(),
+                           auth_key=hep.password.get_secret_value() if hep is not None and hep.password else None,
+                           max_payload=hep.max_payload if hep is not None else 65_535,
+                           pbx_addresses=tuple(hep.pbx_addresses) if hep is not None else ())
         responses = []
         try:
             for datagram in read_records(data):

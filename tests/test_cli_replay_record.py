@@ -23,7 +23,8 @@ from blockradar.testing.esl import EslServer, load_event_frames
 FIXTURES = Path(__file__).parent / "fixtures"
 OUTCOME_KEYS = {"kind", "pbx", "connector", "call_id", "caller_number", "callee_number", "trunk", "sip_code",
                 "sip_phrase", "reason", "q850_cause", "pbx_cause", "answered", "talk_s", "ended_at", "category",
-                "confidence", "rule", "redress", "caller_number_raw", "callee_number_raw"}
+                "confidence", "rule", "redress", "caller_number_raw", "callee_number_raw", "sip_call_id", "caller_name",
+                "call_info", "headers"}
 ALERT_KEYS = {"kind", "state", "threshold", "severity", "scope", "count", "attempts", "rate", "window_s",
               "categories", "at", "redress"}
 

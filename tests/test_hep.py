@@ -296,3 +296,28 @@ def test_the_readme_hep_section_is_a_valid_config(tmp_path: Path, monkeypatch):
     assert hep is not None and hep.listen == "127.0.0.1:9060" and hep.wait == 2.0 and hep.window == 10.0
     assert hep.password is not None and hep.password.get_secret_value() == "lab-hep-key-15"
     assert hep.trunks == {"carrier-a": ["203.0.113.5:5060"]} and hep.forward == "10.0.0.5:9060"
+
+
+def test_replay_reads_hep_as_the_daemon_does(tmp_path: Path):
+    """``replay --config`` checks the config's hep.password as the daemon's listener does (a wrong key: every
+    datagram refused, nothing joined), and its outcome lines carry what the join added (call_info,
+    sip_call_id, headers)."""
+    fixture = Path(__file__).parent / "fixtures" / "hep" / "asterisk"
+
+    def replay(password: str) -> list[dict]:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"connectors: []\nhep: {{password: {password}}}\n")
+        run = subprocess.run([sys.executable, "-m", "blockradar", "replay", str(fixture / "ast22-hep-single-608.ami"),
+                              str(fixture / "ast22-hep-single-608.hep"), "--config", str(config), "--json",
+                              "--no-alerts", "--stats"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return [json.loads(line) for line in run.stdout.splitlines()]
+
+    right = replay("lab-hep-key-15")
+    (call,) = [r for r in right if r["kind"] == "outcome"]
+    assert call["call_info"].endswith(";purpose=jwscard") and call["sip_call_id"] and call["headers"] == {}
+    wrong = replay("not-the-key")
+    hep_stats = next(r for r in wrong if r["kind"] == "reader-stats" and r["format"] == "hep")
+    assert hep_stats["unauthorized"] == hep_stats["datagrams"] == 4
+    (call,) = [r for r in wrong if r["kind"] == "outcome"]
+    assert call["call_info"] is None and call["sip_call_id"] is None

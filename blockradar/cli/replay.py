@@ -30,7 +30,9 @@ def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, An
         "pbx": outcome.pbx,
         "connector": outcome.connector,
         "call_id": outcome.call_id,
+        "sip_call_id": outcome.sip_call_id,
         "caller_number": outcome.caller_number,
+        "caller_name": outcome.caller_name,
         "callee_number": outcome.callee_number,
         "caller_number_raw": outcome.caller_number_raw,
         "callee_number_raw": outcome.callee_number_raw,
@@ -38,6 +40,8 @@ def outcome_record(outcome: CallOutcome, result: Classification) -> dict[str, An
         "sip_code": outcome.sip_code,
         "sip_phrase": outcome.sip_phrase,
         "reason": outcome.reason,
+        "call_info": outcome.call_info,
+        "headers": dict(outcome.headers),
         "q850_cause": outcome.q850_cause,
         "pbx_cause": outcome.pbx_cause,
         "answered": outcome.answered,
@@ -157,6 +161,7 @@ def read_settings(config: DaemonConfig | None, name: str | None, numbers: Number
         if name is not None:
             raise click.BadParameter("needs --config", param_hint="--connector")
         return ReadSettings(numbers=numbers, on_leg=on_leg)
+    hep = config.hep
     specs = [c for c in config.connectors if name is None or c.name == name]
     if name is not None and not specs:
         raise click.BadParameter(f"no connector {name!r} in the config", param_hint="--connector")
@@ -164,7 +169,7 @@ def read_settings(config: DaemonConfig | None, name: str | None, numbers: Number
     esl = next((c for c in specs if c.type == "freeswitch"), None)
     return ReadSettings(numbers=numbers, on_leg=on_leg, trunks=ami.trunks if ami else None,
                         gateways_only=esl.gateways_only if esl else True, gateways=esl.gateways if esl else None,
-                        gateway_names=esl.gateway_names if esl else None)
+                        gateway_names=esl.gateway_names if esl else None, hep=hep)
 
 
 @click.command()

@@ -117,3 +117,13 @@ def test_a_recording_file_that_is_cut_says_where():
     with pytest.raises(HepError, match="too short"):
         list(read_records(data + b"\x00"))
     assert zlib.decompress(zlib.compress(BLOCKED)) == BLOCKED
+
+
+def test_made_up_capture_agents_are_bounded():
+    from blockradar.connectors.hep.source import MAX_AGENTS
+
+    reader = HepReader(NumberPlan())
+    for agent in range(10 * MAX_AGENTS):
+        reader.feed(build_hep(INVITE.replace(b"fuzz-1", b"fuzz-%d" % agent), src=("10.0.0.1", 5060),
+                              dst=("192.0.2.7", 5060), time=1.8e9, capture_id=agent))
+    assert len(reader._sides) == MAX_AGENTS and reader.stats.invites == 10 * MAX_AGENTS

@@ -33,6 +33,7 @@ from blockradar.numbers import NumberPlan
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CALLS = 20_000
+MAX_AGENTS = 64  # capture agents whose PBX address is learned (a sender making up capture ids gets no more)
 
 
 @dataclass(slots=True)
@@ -137,6 +138,8 @@ class HepReader:
     def _learn(self, agent: object, src: str, dst: str, src_ip: str, dst_ip: str) -> None:
         sides = self._sides.get(agent)
         if sides is None:
+            if len(self._sides) >= MAX_AGENTS:
+                return
             self._sides[agent] = {src, dst}
             self._ips[agent] = {src_ip, dst_ip}
             return
