@@ -242,10 +242,19 @@ class Daemon:
         crash between an alert's state and its decision being written), then the queue that runs them."""
         assert self.store is not None and self.pipeline is not None
         for action in self.actions.actions:
+            states = self.store.action_states(action.name)
+            kept = [r for r in states if bool(r["dry_run"]) == action.dry_run]
+            if len(kept) < len(states):  # a dry run's "rests" are not real ones (nor the other way round)
+                log.warning("actions: %s is %s now: the state of %d number(s) from when it was %s is dropped",
+                            action.name, "a dry run" if action.dry_run else "run for real", len(states) - len(kept),
+                            "run for real" if action.dry_run else "a dry run")
+                self.store.log_actions([], [{"action": action.name, "caller_number": r["caller_number"],
+                                             "empty": True} for r in states if r not in kept])
             rows = [StateRow(action.name, NumberState(r["caller_number"], r["resting_since"], r["restore_due"],
                                                       r["restored_at"], r["waiting"]),
-                             r["context"], r["alert_fired_at"]) for r in self.store.action_states(action.name)]
-            self.actions.load(action.name, rows, self.store.action_applies_since(action.name, now - HOUR))
+                             r["context"], r["alert_fired_at"]) for r in kept]
+            self.actions.load(action.name, rows, self.store.action_applies_since(action.name, now - HOUR,
+                                                                                  action.dry_run))
         self.actions.set_holds({h["caller_number"] for h in self.store.held_numbers()})
         self._holds_loaded_at = now
         self.action_queue = ActionQueue(self.store, self.actions, clock=self.clock, on_result=self._action_ran)
@@ -438,10 +447,12 @@ class Daemon:
     def _report_actions(self, decisions: list[ActionDecision]) -> None:
         """Decisions and the guardrail states they changed go to the store together (the audit, the queue of
         what runs: ``blockradar actions history``); the queue looks once they are committed."""
+        dry = {a.name: a.dry_run for a in self.actions.actions}
         states = [{"action": r.action, "caller_number": r.state.caller_number, "empty": r.state.empty(),
                    "resting_since": r.state.resting_since, "restore_due": r.state.restore_due,
                    "restored_at": r.state.restored_at, "waiting": r.state.waiting, "context": r.context,
-                   "alert_fired_at": r.alert_fired_at} for r in self.actions.changed_states()]
+                   "alert_fired_at": r.alert_fired_at, "dry_run": dry.get(r.action, True)}
+                  for r in self.actions.changed_states()]
         if not decisions and not states:
             return
         rows = [{**d.to_dict(), "context": d.context} for d in decisions]
@@ -583,7 +594,7 @@ class Daemon:
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
             self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
             return False
-        for key in ("notifiers", "store", "http", "numbers", "actions"):
+        for key in ("notifiers", "store", "http", "numbers", "actions", "hep"):
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
@@ -652,6 +663,9 @@ class Daemon:
                 log.warning("connector %s did not close cleanly: %s", connector.name, result)
         if self._hep_transport is not None:
             self._hep_transport.close()
+            listener = self._hep_transport.get_protocol()
+            if getattr(listener, "upstream", None) is not None:
+                listener.upstream.close()
         if self.hep_join is not None:
             self.hep_join.flush()  # the outcomes still waiting for their response go on as they are
         if self.pipeline is not None and self.store is not None:

@@ -192,7 +192,7 @@ class HepCollector(Collector):
         datagrams = CounterMetricFamily("blockradar_hep_datagrams", "HEP datagrams received, by what they were.",
                                         labels=["result"])
         for result in ("bad", "unauthorized", "not_sip", "sip_errors", "empty_payloads", "other", "invites",
-                       "responses", "not_carrier", "retransmissions"):
+                       "responses", "not_carrier", "challenges", "retransmissions"):
             datagrams.add_metric([result], float(getattr(reader, result)))
         yield datagrams
         yield CounterMetricFamily("blockradar_hep_datagrams_received", "Every HEP datagram received.",

@@ -163,6 +163,7 @@ CREATE TABLE IF NOT EXISTS action_state (
     waiting INTEGER,
     alert_fired_at REAL,
     context TEXT,
+    dry_run INTEGER NOT NULL DEFAULT 1,  -- the state of a dry run is never taken for a real one
     PRIMARY KEY (action, caller_number)
 );
 CREATE TABLE IF NOT EXISTS action_requests (
@@ -597,10 +598,10 @@ class Store:
                     continue
                 self._db.execute(
                     "INSERT OR REPLACE INTO action_state(action, caller_number, resting_since, restore_due, "
-                    "restored_at, waiting, alert_fired_at, context) VALUES (?,?,?,?,?,?,?,?)",
+                    "restored_at, waiting, alert_fired_at, context, dry_run) VALUES (?,?,?,?,?,?,?,?,?)",
                     (st["action"], st["caller_number"], st.get("resting_since"), st.get("restore_due"),
                      st.get("restored_at"), st.get("waiting"), st.get("alert_fired_at"),
-                     json.dumps(st.get("context") or {})))
+                     json.dumps(st.get("context") or {}), int(bool(st.get("dry_run", True)))))
 
     def action_log(self, since: float, caller_number: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Decisions since ``since`` (of one number), oldest first."""
@@ -621,25 +622,29 @@ class Store:
             sql, args = sql + " WHERE action = ?", (action,)
         return [{**dict(r), "context": json.loads(r["context"] or "{}")} for r in self._db.execute(sql, args)]
 
-    def action_applies_since(self, action: str, since: float) -> list[float]:
-        """When the action applied (not a dry run's "would"), for the hourly cap after a restart."""
+    def action_applies_since(self, action: str, since: float, dry_run: bool) -> list[float]:
+        """When the action applied (dry run or not, as it is now), for the hourly cap after a restart."""
         return [r[0] for r in self._db.execute(
-            "SELECT at FROM action_log WHERE action = ? AND phase = 'apply' AND at >= ? AND status != 'held'",
-            (action, since))]
+            "SELECT at FROM action_log WHERE action = ? AND phase = 'apply' AND at >= ? AND status != 'held' "
+            "AND dry_run = ?", (action, since, int(dry_run)))]
 
     def resting_numbers(self) -> list[dict[str, Any]]:
         """What rests now, per (action, number), with the apply that rested it."""
         rows = self._db.execute(
-            "SELECT s.action, s.caller_number, s.resting_since, s.restore_due, a.id, a.at, a.dry_run, a.threshold, "
+            "SELECT s.action, s.caller_number, s.resting_since, s.restore_due, a.id, a.at, s.dry_run, a.threshold, "
             "a.status, a.target, a.result FROM action_state s LEFT JOIN action_log a ON a.id = (SELECT max(id) FROM "
             "action_log l WHERE l.action = s.action AND l.caller_number = s.caller_number AND l.phase = 'apply') "
             "WHERE s.resting_since IS NOT NULL ORDER BY s.resting_since").fetchall()
         return [{**dict(r), "dry_run": bool(r["dry_run"])} for r in rows]
 
-    # the queue: a worker per action takes the oldest open row of its action, in order
+    # the queue: a worker per action; each number's rows in order, the numbers side by side
     def action_head(self, action: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM action_log WHERE action = ? AND status IN ('pending', 'running') "
-                               "ORDER BY id LIMIT 1", (action,)).fetchone()
+        """The next row to run: of each number's oldest open row, one left running (in doubt) first, else
+        the one due soonest (a number whose run keeps failing does not hold the others back)."""
+        row = self._db.execute(
+            "SELECT * FROM action_log WHERE id IN (SELECT min(id) FROM action_log WHERE action = ? AND status IN "
+            "('pending', 'running') GROUP BY caller_number) ORDER BY status != 'running', "
+            "coalesce(next_attempt_at, 0), id LIMIT 1", (action,)).fetchone()
         return _action_row(row) if row is not None else None
 
     def action_depth(self, action: str | None = None) -> int:

@@ -300,3 +300,13 @@ def test_an_orphaned_command_is_told_from_its_zombie_and_from_a_stranger():
     assert process_start_ticks(child.pid) is None
     child.wait()
     assert process_start_ticks(child.pid) is None
+
+
+async def test_http_never_keeps_a_header_value_a_peer_echoes():
+    async with HttpSink() as sink:
+        executor = make(kind="http", request={"url": sink.url, "headers": {"Authorization": "Bearer s3cr3t-CRM-123"}})
+        sink.script = [Reply(401, "invalid credentials: Bearer s3cr3t-CRM-123")]
+        with pytest.raises(ActionFailed) as failed:
+            await executor.run(run())
+        await executor.aclose()
+    assert "s3cr3t" not in str(failed.value) and "HTTP 401" in str(failed.value)

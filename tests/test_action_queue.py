@@ -226,3 +226,39 @@ async def test_an_action_that_fails_for_good_pages(tmp_path: Path):
     alert = page["alerts"][0]
     assert alert["scope"] == {"action": "rest-cid"}
     assert alert["detail"] == f"rest-cid: could not rest {A} with rest-cid: {row['result']}"
+
+
+async def test_one_number_failing_holds_no_other_back_and_a_failed_apply_leaves_it_in_rotation(tmp_path: Path):
+    """Review findings: one number's failing run held every other number's rows for up to a day; an apply
+    that failed for good still counted as resting (pool cap, status page)."""
+    from blockradar.actions.kinds import ExecAction
+    from blockradar.actions.planner import ActionPlanner
+    from blockradar.actions.queue import ActionQueue
+
+    program = tmp_path / "rest-cid"
+    program.write_text(f"#!{sys.executable}\nimport sys\n"
+                       f"sys.exit(75 if sys.argv[1] == '{A}' else 3 if sys.argv[1] == '+15557650003' else 0)\n")
+    program.chmod(0o755)
+    planner = ActionPlanner([ExecAction(name="rest-cid", when=["strong"], command=[str(program), "{caller_number}"],
+                                        dry_run=False, backoff_initial=0.2, backoff_max=0.5)])
+    decisions = []
+    for number in (A, "+15557650003", B):  # A keeps failing (75), ...0003 fails for good (3), B works
+        decisions += planner.on_transition({"threshold": "strong", "state": "firing", "count": 2,
+                                            "scope": {"caller_number": number}, "fingerprint": number},
+                                           time.time())
+    with Store(tmp_path / "state.db") as store:
+        store.log_actions([{**d.to_dict(), "context": d.context} for d in decisions], [])
+        queue = ActionQueue(store, planner, poll_interval=0.1)
+        await queue.start()
+        try:
+            await until(lambda: {r["caller_number"]: r["status"] for r in store.action_log(0)}.get(B) == "done",
+                        timeout=20, what="B's apply done while A keeps failing")
+            await until(lambda: any(r["status"] == "failed" for r in store.action_log(0)), timeout=20,
+                        what="...0003's permanent failure")
+        finally:
+            await queue.stop()
+        rows = {r["caller_number"]: r for r in store.action_log(0)}
+    assert rows[A]["status"] == "pending" and rows[A]["attempts"] >= 1
+    assert rows["+15557650003"]["status"] == "failed"
+    guard = planner.guards["rest-cid"]
+    assert "+15557650003" not in guard.resting and A in guard.resting and B in guard.resting

@@ -328,3 +328,35 @@ def test_replay_of_the_live_lab_run_gives_what_the_daemon_did(tmp_path: Path):
     # the number came back before the last two calls, which went out with it again
     last_calls = [r for r in records if r["kind"] == "outcome"][-2:]
     assert all(from_iso(c["ended_at"]) > restore["at"] for c in last_calls)
+
+
+def snapshot(threshold: str, state: str, number: str = A, count: int = 3) -> dict:
+    return {"threshold": threshold, "state": state, "scope": {"caller_number": number}, "count": count,
+            "fingerprint": f"{threshold}|{number}", "labels": {"trunk": "carrier-a"}}
+
+
+def test_a_number_comes_back_only_when_the_last_of_its_alerts_resolved():
+    """Review finding: with two thresholds in ``when`` the first resolve restored the number while the other
+    alert still fired (and nothing rested it again)."""
+    from blockradar.actions.planner import ActionPlanner
+
+    planner = ActionPlanner([action(when=["number-strong-block", "number-analytics-blocks"], restore_after=600)])
+    assert [d.phase for d in planner.on_transition(snapshot("number-strong-block", "firing"), 0.0)] == ["apply"]
+    assert planner.on_transition(snapshot("number-analytics-blocks", "firing"), 10.0) == []
+    assert planner.on_transition(snapshot("number-strong-block", "resolved"), 100.0) == []
+    assert planner.tick(10_000.0) == []  # the analytics alert still fires: no restore
+    assert planner.on_transition(snapshot("number-analytics-blocks", "resolved"), 20_000.0) == []
+    assert [d.phase for d in planner.tick(20_600.0)] == ["restore"]
+
+
+def test_a_restore_that_fell_due_while_held_follows_the_release():
+    """Review finding: fire, hold, resolve, release left the number resting for good."""
+    from blockradar.actions.planner import ActionPlanner
+
+    planner = ActionPlanner([action(restore_after=600)])
+    assert [d.phase for d in planner.on_transition(snapshot("number-strong-block", "firing"), 0.0)] == ["apply"]
+    planner.set_holds({A})
+    planner.on_transition(snapshot("number-strong-block", "resolved"), 100.0)
+    assert planner.tick(5_000.0) == []  # held: no restore
+    planner.set_holds(set())
+    assert [d.phase for d in planner.tick(5_001.0)] == ["restore"]

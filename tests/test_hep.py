@@ -30,7 +30,7 @@ from tests.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 
-CALLER, PBX, CARRIER = "+15557650001", ("10.0.0.1", 5060), ("192.0.2.7", 5060)
+CALLER, PBX, CARRIER = "+15557654321", ("10.0.0.1", 5060), ("192.0.2.7", 5060)
 ATIS = 'SIP;cause=603;text="v=analytics1;url=https://redress.example.com/r;id=12345";location=LN'
 
 
@@ -321,3 +321,28 @@ def test_replay_reads_hep_as_the_daemon_does(tmp_path: Path):
     assert hep_stats["unauthorized"] == hep_stats["datagrams"] == 4
     (call,) = [r for r in wrong if r["kind"] == "outcome"]
     assert call["call_info"] is None and call["sip_call_id"] is None
+
+
+def test_the_join_never_gives_a_call_another_calls_words():
+    """Review findings: two callers blocked to one number 0.4 s apart, the later-reported one took the other's
+    603+; a 486 whose response was lost took another call's 407. Now the caller and the status must agree,
+    and a 401/407 challenge is never a carrier's answer."""
+    out: list[CallOutcome] = []
+    join = HepJoin(out.append, wait_s=2.0, window_s=10.0)
+    from_a = carrier("ca", "+12025550123", 100.0)  # caller CALLER, 603 Network Blocked
+    join.add_response(from_a, 100.0)
+    other_caller = CallOutcome(pbx="asterisk", connector="pbx1", call_id="u-b", ended_at=100.3,
+                               caller_number="+15550009999", callee_number="+12025550123", trunk="carrier",
+                               sip_code=603)
+    join.add_outcome(other_caller, 100.3)
+    busy = outcome("+12025550123", 100.4, sip_code=486)
+    join.add_outcome(busy, 100.4)
+    join.tick(103.0)
+    assert out == [other_caller, busy]  # neither took the 603+ of CALLER's call
+    join.add_outcome(outcome("+12025550123", 103.1), 103.1)
+    assert out[-1].sip_call_id == "ca"  # CALLER's own 603 gets it
+    reader = HepReader(NumberPlan())
+    reader.feed(hep(invite("c7", "+12025550123"), True, 1.8e9))
+    assert reader.feed(hep(response("c7", "+12025550123", "407 Proxy Authentication Required"), False,
+                           1.8e9 + 0.1)) is None
+    assert reader.stats.challenges == 1

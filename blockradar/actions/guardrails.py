@@ -8,8 +8,8 @@ driven by event time (the daemon's clock live, the recording's in ``replay``).
   fires (another number restored, the hour moved on), and reported ``held`` meanwhile.
 * **restore** ``restore_after`` after its alert resolved (never without one); a new firing before then
   cancels the restore.
-* **hold** / **release**: an operator freezes a number (no apply, no restore) and lets it go again;
-  ``undo`` restores a resting number at once.
+* **hold** / **release**: an operator freezes a number (no apply, no restore) and lets it go again (a
+  restore that fell due meanwhile follows the release); ``undo`` restores a resting number at once.
 
 The state of each number (``NumberState``) is what the store keeps (``action_state``), so a restarted
 daemon knows what rests, what is due back and what cools down; the hourly cap is rebuilt from the log.
@@ -88,8 +88,8 @@ class Guardrails:
     def resolved(self, number: str, now: float) -> Verdict:
         """The alert on ``number`` resolved: its restore is scheduled (``restore_after``)."""
         self.waiting.pop(number, None)
-        if number in self.resting and number not in self.holds and self.config.restore_after is not None:
-            self.restore_due[number] = now + self.config.restore_after
+        if number in self.resting and self.config.restore_after is not None:
+            self.restore_due[number] = now + self.config.restore_after  # a held number: once it is released
         return Verdict("none", number)
 
     # -- time -------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ class Guardrails:
         """Restores that are due, then the waiting applies that now have room (oldest first)."""
         out = []
         for number, at in sorted(self.restore_due.items(), key=lambda kv: kv[1]):
-            if at <= now:
+            if at <= now and number not in self.holds:
                 out.append(self._restore(number, now))
         for number in list(self.waiting):
             if number in self.holds:
@@ -110,8 +110,7 @@ class Guardrails:
 
     # -- an operator ------------------------------------------------------------------------------
     def hold(self, number: str) -> None:
-        self.holds.add(number)
-        self.restore_due.pop(number, None)
+        self.holds.add(number)  # its restore, if one is due, waits for the release
 
     def release(self, number: str) -> None:
         self.holds.discard(number)

@@ -83,6 +83,9 @@ class ActionPlanner:
         self._context: dict[tuple[str, str], dict[str, str]] = {}  # (action, number) -> its alert's fields
         self._fired_at: dict[tuple[str, str], float | None] = {}  # the alert episode each decision was for
         self._dirty: set[tuple[str, str]] = set()
+        # the alerts firing now per (action, number): with several thresholds in ``when`` the number is back
+        # only once the last of them resolved
+        self._firing: dict[tuple[str, str], set[str]] = {}
 
     # -- alerts -----------------------------------------------------------------------------------
     def on_transition(self, snapshot: dict[str, Any], now: float | None = None) -> list[ActionDecision]:
@@ -111,10 +114,17 @@ class ActionPlanner:
                 "trunk": str(labels.get("trunk") or (max(trunks, key=trunks.get) if trunks else "")),
                 "action": action.name}
             self._dirty.add(key)
+            alert = str(snapshot.get("fingerprint") or threshold)
             if state == "firing":
                 self._fired_at[key] = fired_at
+                self._firing.setdefault(key, set()).add(alert)
                 verdict = guard.fired(number, int(snapshot.get("count") or 0), at)
             elif state == "resolved":
+                firing = self._firing.get(key, set())
+                firing.discard(alert)
+                if firing:
+                    continue  # another of its alerts still fires: the number stays out
+                self._firing.pop(key, None)
                 verdict = guard.resolved(number, at)
             else:
                 continue
@@ -130,13 +140,17 @@ class ActionPlanner:
         out: list[ActionDecision] = []
         alive: dict[str, set[str]] = {a.name: set() for a in self.actions}
         for snapshot in firing:
-            number = (snapshot.get("scope") or {}).get("caller_number")
+            scope = snapshot.get("scope") or {}
+            number = scope.get("caller_number")
             if not number:
                 continue
             threshold = str(snapshot.get("threshold") or "")
+            labels = {**(snapshot.get("labels") or {}), **scope}
             for action in self.actions:
-                if threshold in action.when:
+                if threshold in action.when and all(m.matches(labels) for m in action.matchers()):
                     alive[action.name].add(number)
+                    self._firing.setdefault((action.name, number), set()).add(
+                        str(snapshot.get("fingerprint") or threshold))
             fired_at = from_iso(snapshot.get("fired_at"))
             if any(threshold in a.when and self._fired_at.get((a.name, number)) != fired_at for a in self.actions):
                 out += self.on_transition({**snapshot, "state": "firing"}, now)
@@ -185,6 +199,21 @@ class ActionPlanner:
         decision = self._decision(action, Verdict(verdict.phase, number, why) if verdict.phase != "none" else verdict,
                                   now)
         return [decision] if decision is not None else []
+
+    def run_failed(self, action_name: str, number: str, phase: str, now: float) -> None:
+        """A run that failed for good (or was given up or cancelled): the dialer was not changed. A failed
+        apply leaves the number in rotation (it no longer counts against the pool); a failed restore leaves
+        it out (resting, with no restore due: ``blockradar actions undo`` tries again)."""
+        guard = self.guards.get(action_name)
+        if guard is None:
+            return
+        if phase == "apply":
+            guard.resting.pop(number, None)
+            guard.restore_due.pop(number, None)
+        elif phase == "restore":
+            guard.resting[number] = now
+            guard.restored_at.pop(number, None)
+        self._dirty.add((action_name, number))
 
     # -- what the store keeps ---------------------------------------------------------------------
     def changed_states(self) -> list[StateRow]:

@@ -1,18 +1,20 @@
 """The actions' durable queue: every apply or restore that is to run (not a dry run) is a row of the
-store's ``action_log``, committed before anything runs, and one worker per action runs its rows **in
-order** (an apply never overtakes the restore before it).
+store's ``action_log``, committed before anything runs, and one worker per action runs the rows of each
+number **in order** (an apply never overtakes the restore before it), the numbers side by side.
 
-* **Retries.** A run that may succeed later (a timeout, a 5xx, a dialer or PBX that is down) pauses the
-  action with a growing pause (the action's ``backoff_initial`` doubling to ``backoff_max``, with jitter,
-  or the peer's ``Retry-After``); a permanent failure marks the row ``failed`` and the next one goes; a row
-  older than the action's ``give_up_after`` fails with its last error.
+* **Retries.** A run that may succeed later (a timeout, a 5xx, a dialer or PBX that is down) is tried
+  again after a growing pause (the action's ``backoff_initial`` doubling to ``backoff_max``, with
+  jitter, or the peer's ``Retry-After``); the other numbers' rows go on meanwhile. A permanent failure
+  marks the row ``failed`` (the planner is told: the dialer did not change); a row older than the
+  action's ``give_up_after`` fails with its last error.
 * **Idempotency.** Each row has a key, ``<action>.<row id>``, the same on every attempt and after a
   restart: ``Idempotency-Key`` for http, ``BLOCKRADAR_KEY`` for exec. The kinds set a state rather than
   toggle one (deactivate a CID, put a DB entry), so a repeat of a run changes nothing.
 * **kill -9.** A row is marked ``running`` (committed) before it runs and ``done`` after. A restart finds
-  a ``running`` row *in doubt*: if its command (exec) still runs, orphaned, it waits for it to end; then
-  it runs the row again with the same key. Nothing queued is lost (``pending`` rows run after the
-  restart) and nothing done is run again (``done`` rows are never looked at).
+  a ``running`` row *in doubt*: if its command (exec) still runs, orphaned, it waits for it to end (and
+  kills it once it has run past the action's ``timeout``); then it runs the row again with the same key.
+  Nothing queued is lost (``pending`` rows run after the restart) and nothing done is run again
+  (``done`` rows are never looked at).
 * **A clean stop** puts the running row back to ``pending``; the next start runs it.
 
 It also keeps, per number, the latest word on each action (``notes``) for the notifications: "rested
@@ -32,7 +34,7 @@ from typing import Any
 
 from blockradar.actions.kinds import ActionFailed, ActionRun
 from blockradar.actions.kinds.base import one_line
-from blockradar.actions.kinds.exec import process_start_ticks
+from blockradar.actions.kinds.exec import kill_group, process_start_ticks
 from blockradar.actions.planner import ActionDecision, ActionPlanner
 from blockradar.clock import Clock, SystemClock
 from blockradar.logs import fields
@@ -93,7 +95,6 @@ class ActionQueue:
         self._events: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._failing: dict[str, int] = {}  # action -> failed attempts in a row
 
     # -- what the notifications say ---------------------------------------------------------------
     def note(self, decisions: list[ActionDecision]) -> None:
@@ -133,7 +134,7 @@ class ActionQueue:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         for executor in self.planner.executors.values():
@@ -178,6 +179,10 @@ class ActionQueue:
             except STORE_ERRORS as exc:
                 self.store.report_error(exc)
                 await asyncio.sleep(self.poll_interval)
+            except Exception:  # never a silent death: the rows wait, the next look tries again
+                log.exception("action %s: the queue worker failed; it looks again in %.0f s", action,
+                              self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
 
     async def _step(self, action: str, event: asyncio.Event) -> None:
         row = self.store.action_head(action)
@@ -189,14 +194,18 @@ class ActionQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(wait, 0.001))
             return
+        config = next(a for a in self.planner.actions if a.name == action)
         if row["status"] == "running":  # in doubt: the daemon stopped (kill -9, power) while it ran
             if row["pid"] and row["pid_start"] and process_start_ticks(row["pid"]) == row["pid_start"]:
-                await asyncio.sleep(ORPHAN_POLL_S)  # its command still runs, orphaned: let it end first
-                return
+                if now - (row["started_at"] or now) <= config.timeout:
+                    await asyncio.sleep(ORPHAN_POLL_S)  # its command still runs, orphaned: let it end first
+                    return
+                kill_group(row["pid"])  # orphaned and past its timeout: as if it had timed out under us
+                log.warning("action %s: the orphaned command of %s (pid %d) ran past its timeout; killed",
+                            action, row["caller_number"], row["pid"])
             log.warning("action %s: %s of %s was running when blockradar stopped; running it again with the same "
                         "key %s.%d (attempt %d)", action, row["phase"], row["caller_number"], action, row["id"],
                         row["attempts"] + 1, extra=fields(action=action, caller_number=row["caller_number"]))
-        config = next(a for a in self.planner.actions if a.name == action)
         if now - row["at"] >= config.give_up_after:
             self._finish(row, "failed", f"gave up after {row['attempts']} attempt(s): {row['result'] or 'no answer'}")
             return
@@ -231,8 +240,7 @@ class ActionQueue:
 
     def _retry(self, row: dict[str, Any], error: str, retry_after: float | None) -> None:
         action = row["action"]
-        streak = self._failing.get(action, 0)
-        self._failing[action] = streak + 1
+        streak = row["attempts"]  # this row's failed attempts before this one
         if retry_after is None:
             config = next(a for a in self.planner.actions if a.name == action)
             full = min(config.backoff_max, config.backoff_initial * 2 ** min(streak, 30))
@@ -250,8 +258,10 @@ class ActionQueue:
 
     def _finish(self, row: dict[str, Any], status: str, result: str) -> None:
         action, number = row["action"], row["caller_number"]
-        streak = self._failing.pop(action, 0)
+        streak = row["attempts"]
         self.store.action_finished(row["id"], status, result, self.clock.now())
+        if status != "done":  # the dialer was not changed: the planner must not believe it was
+            self.planner.run_failed(action, number, row["phase"], self.clock.now())
         counts = self.stats.setdefault(action, {"done": 0, "retried": 0, "failed": 0})
         counts["done" if status == "done" else "failed"] += 1
         self._note(number, ActionNote(action, row["phase"], status, row["target"] or "", result))

@@ -140,6 +140,9 @@ def undo(apply_id: str, comment: str, author: str | None, as_json: bool, store: 
                    and r["caller_number"] == row["caller_number"]]
         if not resting:
             raise click.ClickException(f"{row['caller_number']} does not rest ({row['action']}): nothing to undo")
+        if resting[0]["id"] is not None and resting[0]["id"] != log_id:
+            raise click.ClickException(f"#{log_id} is an earlier apply; {row['caller_number']} rests now by "
+                                       f"#{resting[0]['id']}: undo that one")
         request = s.action_request("undo", log_id, row["action"], row["caller_number"], author or getpass.getuser(),
                                    comment, time.time())
         running = StoreLock(s.path).held_by_another()

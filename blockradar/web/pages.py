@@ -224,7 +224,9 @@ def _resting(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="muted">No number is out of rotation.</p>'
     body = "".join(
-        f'<tr><td>{_number_link(r["caller_number"])}</td><td>{e(r["action"])}</td><td>{_time(r["resting_since"])}</td>'
+        f'<tr><td>{_number_link(r["caller_number"])}</td>'
+        f'<td>{e(r["action"])}{" (dry run: would be out)" if r.get("dry_run") else ""}</td>'
+        f'<td>{_time(r["resting_since"])}</td>'
         f'<td>{_time(r["restore_due"]) if r["restore_due"] else "when its alert resolves"}</td></tr>' for r in rows)
     return f"<table><tr><th>number</th><th>action</th><th>since</th><th>back</th></tr>{body}</table>"
 

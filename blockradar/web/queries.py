@@ -207,6 +207,6 @@ def _action_history(db: sqlite3.Connection, number: str) -> list[dict[str, Any]]
 
 def _resting(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """The numbers the actions took out of rotation, oldest first (at most 100)."""
-    rows = db.execute("SELECT action, caller_number, resting_since, restore_due FROM action_state "
-                      "WHERE resting_since IS NOT NULL ORDER BY resting_since LIMIT 100").fetchall()
+    rows = db.execute("SELECT action, caller_number, resting_since, restore_due, dry_run FROM action_state "
+                      "WHERE resting_since IS NOT NULL ORDER BY dry_run, resting_since LIMIT 100").fetchall()
     return [dict(row) for row in rows]

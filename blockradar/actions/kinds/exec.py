@@ -108,7 +108,12 @@ class ExecExecutor:
         except OSError as exc:
             raise ActionFailed(f"cannot start {argv[0]}: {exc.strerror or exc}", retry=False) from None
         if run.on_started is not None:
-            run.on_started(proc.pid, process_start_ticks(proc.pid))
+            try:
+                run.on_started(proc.pid, process_start_ticks(proc.pid))
+            except BaseException:  # not recorded: a restart could not tell it runs; never leave it behind
+                kill_group(proc.pid)
+                await proc.wait()
+                raise
         try:
             async with asyncio.timeout(self.config.timeout):
                 assert proc.stdout is not None
@@ -117,11 +122,11 @@ class ExecExecutor:
                     pass
                 status = await proc.wait()
         except TimeoutError:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             await proc.wait()
             raise ActionFailed(f"{argv[0]} did not finish within {self.config.timeout:g}s (killed)") from None
         except asyncio.CancelledError:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             raise
         text = one_line(output.decode("utf-8", "replace"))
         if status == 0:
@@ -135,6 +140,6 @@ class ExecExecutor:
         return None
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

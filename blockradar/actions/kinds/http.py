@@ -124,7 +124,7 @@ class HttpExecutor:
         elif request.body is not None:
             kwargs["data"] = render(request.body, run.context).encode()
         status, text, retry_after = await self._client.send(request.method, url, mask_url(raw_url), **kwargs)
-        reason = one_line(scrub_url_secrets(text, url), 200)  # a peer may echo a token back
+        reason = one_line(scrub(text, url, headers), 200)  # a peer may echo a token back
         ok = status in self.config.success_status if self.config.success_status else 200 <= status < 300
         if ok:
             return f"HTTP {status}{': ' + reason if reason else ''}"
@@ -135,6 +135,17 @@ class HttpExecutor:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def scrub(text: str, url: str, headers: dict[str, str]) -> str:
+    """A peer's answer without the URL's secret parts or any header value we sent (an echoed token)."""
+    text = scrub_url_secrets(text, url)
+    for name, value in headers.items():
+        if name != IDEMPOTENCY_HEADER:
+            for piece in sorted({value, *value.split()}, key=len, reverse=True):
+                if len(piece) >= 6:
+                    text = text.replace(piece, "********")
+    return text
 
 
 class HttpClient:

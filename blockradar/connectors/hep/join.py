@@ -9,10 +9,10 @@ An outcome is joined to its response
 1. **by SIP Call-ID** where the PBX gives one (the Asterisk glue's ``SIP_CALLID``, FreeSWITCH's
    ``variable_sip_call_id``): exact;
 2. else **by the dialled number** within ``window_s`` of the outcome's end (plain Asterisk gives no Call-ID
-   in AMI), and by trunk where ``trunks`` says which carrier address a trunk is (the response must come
-   from it): among the responses to INVITEs for that number, those with the outcome's status if it has
-   one, and of them the earliest (the carrier answers before the PBX relays that answer to a phone);
-   each response joins one outcome at most.
+   in AMI), by trunk where ``trunks`` says which carrier address a trunk is (the response must come
+   from it), by caller where both sides know it, and by status where the outcome has one (Asterisk's
+   TechCause is the carrier's code): of the responses left, the earliest; each response joins one
+   outcome at most. Nothing matches: the outcome stays as the PBX reported it (never another call's words).
 
 Whichever arrives first waits: the response usually comes before the PBX reports the leg (the PBX hangs
 up *because* of it), so an outcome rarely waits; one that does goes out as it is after ``wait_s``. A
@@ -37,6 +37,20 @@ KEPT_HEADER_PREFIXES = ("x-", "p-")
 MAX_KEPT_HEADERS = 16
 
 
+@dataclass(frozen=True, slots=True)
+class InviteInfo:
+    """What the join keeps of an INVITE: the dialled number and the caller as written (not the message)."""
+
+    request_user: str | None
+    to_user: str | None
+    caller: str | None
+
+    @classmethod
+    def of(cls, invite: SipMessage) -> InviteInfo:
+        return cls(uri_user(invite.request_uri), uri_user(invite.first("to")),
+                   uri_user(invite.first("p-asserted-identity")) or uri_user(invite.first("from")))
+
+
 @dataclass(slots=True)
 class CarrierResponse:
     """A final response to an INVITE, as the wire carried it."""
@@ -55,16 +69,17 @@ class CarrierResponse:
     received: float = 0.0  # when the join got it (its clock): an orphan is judged on this, not on ``at``
 
     @classmethod
-    def from_sip(cls, response: SipMessage, at: float, invite: SipMessage | None, numbers: NumberPlan,
+    def from_sip(cls, response: SipMessage, at: float, invite: SipMessage | InviteInfo | None, numbers: NumberPlan,
                  src: str = "", dst: str = "") -> CarrierResponse:
         headers: dict[str, str] = {}
         for name, values in response.headers.items():
             if name.startswith(KEPT_HEADER_PREFIXES) and len(headers) < MAX_KEPT_HEADERS:
                 headers[_title(name)] = values[0][:MAX_TEXT]
-        source = invite if invite is not None else response
-        dialled = uri_user(invite.request_uri) if invite is not None else None
-        dialled = dialled or uri_user(source.first("to"))
-        caller = uri_user(source.first("p-asserted-identity")) or uri_user(source.first("from"))
+        info = invite if isinstance(invite, InviteInfo) else InviteInfo.of(invite) if invite is not None else None
+        own = InviteInfo(None, uri_user(response.first("to")),
+                         uri_user(response.first("p-asserted-identity")) or uri_user(response.first("from")))
+        dialled = (info.request_user or info.to_user) if info is not None else own.to_user
+        caller = (info.caller if info is not None else None) or own.caller
         return cls(call_id=response.call_id or "", at=at, status=response.status or 0,
                    phrase=response.phrase[:MAX_TEXT],
                    reason=_bounded(response.joined("reason")), call_info=_bounded(response.joined("call-info")),
@@ -198,11 +213,10 @@ class HepJoin:
                 self._forget(response, from_call_ids=False)
                 return response
             return None
-        candidates = [r for r in self._by_number.get(outcome.callee_number or "", ())
-                      if self._near(outcome, r) and self._from_trunk(outcome, r)]
+        candidates = [r for r in self._by_number.get(outcome.callee_number or "", ()) if self._fits(outcome, r)]
         if not candidates:
             return None
-        response = self._best(outcome, candidates)
+        response = min(candidates, key=lambda r: r.at)
         self._by_call_id.pop(response.call_id, None)
         self._forget(response, from_call_ids=False)
         return response
@@ -214,9 +228,13 @@ class HepJoin:
     def _matches(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
         if outcome.sip_call_id:
             return False  # found by its Call-ID, or not at all
-        return bool(response.dialled) and response.dialled == outcome.callee_number and self._near(outcome, response) \
-            and self._from_trunk(outcome, response) \
-            and (outcome.sip_code is None or outcome.sip_code == response.status or outcome.sip_code < 300)
+        return bool(response.dialled) and response.dialled == outcome.callee_number and self._fits(outcome, response)
+
+    def _fits(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
+        """The same call as far as both sides can tell: time, trunk, caller and status."""
+        return (self._near(outcome, response) and self._from_trunk(outcome, response)
+                and (not outcome.caller_number or not response.caller or outcome.caller_number == response.caller)
+                and (outcome.sip_code is None or outcome.sip_code == response.status))
 
     def _from_trunk(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
         addresses = self.trunks.get(outcome.trunk or "")
@@ -225,11 +243,6 @@ class HepJoin:
     def _near(self, outcome: CallOutcome, response: CarrierResponse) -> bool:
         end = outcome.ended_at
         return end is None or abs(end - response.at) <= self.window_s
-
-    @staticmethod
-    def _best(outcome: CallOutcome, candidates: list[CarrierResponse]) -> CarrierResponse:
-        same = [r for r in candidates if r.status == outcome.sip_code]
-        return min(same or candidates, key=lambda r: r.at)
 
     def _forget(self, response: CarrierResponse, *, from_call_ids: bool = True) -> None:
         if from_call_ids:

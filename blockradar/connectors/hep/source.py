@@ -24,8 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blockradar.connectors.hep.join import CarrierResponse
-from blockradar.connectors.hep.sip import SipError, SipMessage, parse_sip
+from blockradar.connectors.hep.join import CarrierResponse, InviteInfo
+from blockradar.connectors.hep.sip import SipError, parse_sip
 from blockradar.connectors.hep.wire import PROTO_SIP, HepError, parse_hep
 from blockradar.logs import LineBudget
 from blockradar.numbers import NumberPlan
@@ -46,6 +46,7 @@ class HepStats:
     empty_payloads: int = 0  # FreeSWITCH sends none for a message over 16000 bytes (sofia-sip's eth_frame_len)
     not_carrier: int = 0  # final responses the PBX sent (to a phone), not ones it received from a carrier
     other: int = 0  # SIP messages the join does not need (1xx, 2xx, ACK, BYE ...), not parsed
+    challenges: int = 0  # 401/407 to an INVITE: not the carrier's answer to the call
     invites: int = 0
     responses: int = 0  # final responses >= 300 to INVITEs
     retransmissions: int = 0
@@ -64,7 +65,8 @@ class HepReader:
         self.max_payload = max_payload
         self.max_calls = max_calls
         self.stats = HepStats()
-        self._invites: OrderedDict[str, tuple[SipMessage, str, str]] = OrderedDict()  # call id -> (INVITE, src, ip)
+        # call id -> what the join needs of its INVITE (a few hundred bytes, not the message) and who sent it
+        self._invites: OrderedDict[str, tuple[InviteInfo, str, str]] = OrderedDict()
         self.pbx_addresses = set(pbx_addresses)  # given: ip or ip:port
         self._sides: dict[object, set[str]] = {}  # capture agent -> the ip:port on every datagram's one side
         self._ips: dict[object, set[str]] = {}  # the same, by IP (a PBX with several SIP ports)
@@ -113,17 +115,20 @@ class HepReader:
         if message.method == "INVITE":
             if call_id not in self._invites:  # the initial INVITE (a re-INVITE or a resend changes nothing)
                 stats.invites += 1
-                self._invites[call_id] = (message, src, packet.src_ip)
+                self._invites[call_id] = (InviteInfo.of(message), src, packet.src_ip)
                 if len(self._invites) > self.max_calls:
                     self._invites.popitem(last=False)
             return None
         if message.status is None or method != "INVITE" or message.status < 300:
             return None
+        if message.status in (401, 407):  # an authentication challenge: the PBX answers it with a new INVITE
+            stats.challenges += 1
+            return None
         key = (call_id, number, message.status)
         if key in self._answered:
             stats.retransmissions += 1
             return None
-        invite = self._invites.get(call_id)
+        invite = self._invites.pop(call_id, None)  # a call's final answer: its INVITE is done with
         if not self._from_carrier(agent, invite, src, dst, packet.src_ip, packet.dst_ip):
             stats.not_carrier += 1
             return None
@@ -160,7 +165,7 @@ class HepReader:
             return set(), ips
         return None
 
-    def _from_carrier(self, agent: object, invite: tuple[SipMessage, str, str] | None, src: str, dst: str,
+    def _from_carrier(self, agent: object, invite: tuple[InviteInfo, str, str] | None, src: str, dst: str,
                       src_ip: str, dst_ip: str) -> bool:
         side = self.pbx_side(agent)
         if side is None:
@@ -201,7 +206,10 @@ class HepListener(asyncio.DatagramProtocol):
             log.exception("HEP: a datagram could not be read")
             return
         if response is not None:
-            self.on_response(response)
+            try:
+                self.on_response(response)
+            except Exception:
+                log.exception("HEP: a carrier response could not be joined")
 
     def error_received(self, exc: Exception) -> None:  # an ICMP error on the socket: nothing to do
         log.debug("HEP: socket error %s", exc)
