@@ -448,7 +448,9 @@ class Daemon:
         """Decisions and the guardrail states they changed go to the store together (the audit, the queue of
         what runs: ``blockradar actions history``); the queue looks once they are committed."""
         dry = {a.name: a.dry_run for a in self.actions.actions}
-        states = [{"action": r.action, "caller_number": r.state.caller_number, "empty": r.state.empty(),
+        # a row is kept while its alert's episode lasts (alert_fired_at): a restart must not decide it again
+        states = [{"action": r.action, "caller_number": r.state.caller_number,
+                   "empty": r.state.empty() and r.alert_fired_at is None,
                    "resting_since": r.state.resting_since, "restore_due": r.state.restore_due,
                    "restored_at": r.state.restored_at, "waiting": r.state.waiting, "context": r.context,
                    "alert_fired_at": r.alert_fired_at, "dry_run": dry.get(r.action, True)}

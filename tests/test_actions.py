@@ -360,3 +360,22 @@ def test_a_restore_that_fell_due_while_held_follows_the_release():
     assert planner.tick(5_000.0) == []  # held: no restore
     planner.set_holds(set())
     assert [d.phase for d in planner.tick(5_001.0)] == ["restore"]
+
+
+def test_a_restart_does_not_decide_again_an_episode_already_decided():
+    """Review finding: apply, undo, the cooldown over, a restart: the still-firing alert was taken for a new
+    one and the number rested again. The episode's firing time is kept with the state until it resolves."""
+    from blockradar.actions.guardrails import NumberState
+    from blockradar.actions.planner import ActionPlanner, StateRow
+
+    live = ActionPlanner([action(cooldown=60)])
+    firing = {**snapshot("number-strong-block", "firing"), "fired_at": "2026-11-30T00:00:00.000Z"}
+    assert [d.phase for d in live.on_transition(firing, 0.0)] == ["apply"]
+    assert [d.phase for d in live.undo("rest-cid", A, 10.0, "undo by ops")] == ["restore"]
+    live.tick(1_000.0)  # the cooldown is over
+    kept = [r for r in live.changed_states() if r.state.caller_number == A]
+    assert kept and kept[-1].alert_fired_at is not None  # not "empty": the store keeps the row
+    restarted = ActionPlanner([action(cooldown=60)])
+    restarted.load("rest-cid", [StateRow("rest-cid", NumberState(A, None, None, None, None), {}, r.alert_fired_at)
+                                for r in kept], [])
+    assert restarted.reconcile([firing], 2_000.0) == []

@@ -125,6 +125,7 @@ class ActionPlanner:
                 if firing:
                     continue  # another of its alerts still fires: the number stays out
                 self._firing.pop(key, None)
+                self._fired_at.pop(key, None)  # the episode is over: a new firing is a new one
                 verdict = guard.resolved(number, at)
             else:
                 continue
