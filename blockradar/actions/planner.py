@@ -10,6 +10,7 @@ being written neither loses the apply nor repeats it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,12 @@ class ActionDecision:
         if self.target:
             out["target"] = self.target
         return out
+
+
+def why_or_what(record: Mapping[str, Any]) -> str:
+    """A decision in words, for a table: why it was decided (held, an undo), else what runs (the command,
+    the request, else where it rests a number). ``record`` is a decision's dict or its stored row."""
+    return str(record.get("reason") or " ".join(record.get("command") or []) or record.get("target") or "")
 
 
 def national_number(number: str) -> str:

@@ -11,6 +11,7 @@ import time
 
 import click
 
+from blockradar.actions.planner import why_or_what
 from blockradar.cli.common import print_json, table
 from blockradar.cli.silence import _open_store, _region_from_config, config_option, store_option
 from blockradar.durations import parse_duration
@@ -78,15 +79,9 @@ def history(since: str, number: str | None, as_json: bool, store: str | None, co
         return
     click.echo(table(["id", "at", "action", "phase", "number", "status", "tries", "alert", "result", "why / what"],
                      [[f"#{r['id']}", iso(r["at"]), r["action"], r["phase"], r["caller_number"], r["status"],
-                       str(r["attempts"]), r["threshold"], r["result"] or "-", _what(r)] for r in rows], max_width=60)
+                       str(r["attempts"]), r["threshold"], r["result"] or "-", why_or_what(r)] for r in rows],
+                     max_width=60)
                if rows else f"no action decided in the last {since}")
-
-
-def _what(row: dict[str, object]) -> str:
-    """Why it was decided (held, an undo), else what runs: the command, the request."""
-    if row["reason"]:
-        return str(row["reason"])
-    return " ".join(row["command"] or []) or str(row["target"] or "")  # type: ignore[arg-type]
 
 
 @actions.command("hold")

@@ -12,6 +12,7 @@ import html
 import time
 from typing import Any
 
+from blockradar.actions.planner import why_or_what
 from blockradar.alerting.notifiers.base import card_path
 from blockradar.redress import LINKABLE_URL
 from blockradar.web import charts
@@ -214,9 +215,9 @@ def _actions(rows: list[dict[str, Any]]) -> str:
         return '<p class="muted">No action on this number.</p>'
     body = "".join(
         f'<tr><td>#{e(r["id"])}</td><td>{_time(r["at"])}</td><td>{e(r["action"])}</td><td>{e(r["phase"])}</td>'
-        f'<td>{e(r["status"])}</td><td class="num">{e(r["attempts"])}</td><td>{e(r["result"] or "")}</td>'
-        f'<td>{e(r["reason"] or " ".join(r["command"] or []) or r["target"] or "")}</td></tr>' for r in rows)
-    return ("<table><tr><th>id</th><th>when</th><th>action</th><th>phase</th><th>status</th><th>tries</th>"
+        f'<td>{e(r["status"])}</td><td class="n">{e(r["attempts"])}</td><td>{e(r["result"] or "")}</td>'
+        f'<td>{e(why_or_what(r))}</td></tr>' for r in rows)
+    return ('<table><tr><th>id</th><th>when</th><th>action</th><th>phase</th><th>status</th><th class="n">tries</th>'
             f"<th>result</th><th>why / what</th></tr>{body}</table>")
 
 

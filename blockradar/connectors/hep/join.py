@@ -75,11 +75,10 @@ class CarrierResponse:
         for name, values in response.headers.items():
             if name.startswith(KEPT_HEADER_PREFIXES) and len(headers) < MAX_KEPT_HEADERS:
                 headers[_title(name)] = values[0][:MAX_TEXT]
-        info = invite if isinstance(invite, InviteInfo) else InviteInfo.of(invite) if invite is not None else None
-        own = InviteInfo(None, uri_user(response.first("to")),
-                         uri_user(response.first("p-asserted-identity")) or uri_user(response.first("from")))
-        dialled = (info.request_user or info.to_user) if info is not None else own.to_user
-        caller = (info.caller if info is not None else None) or own.caller
+        # without its INVITE, the response's own To / From (a response has no Request-URI)
+        info = invite if isinstance(invite, InviteInfo) else InviteInfo.of(invite if invite is not None else response)
+        dialled = info.request_user or info.to_user
+        caller = info.caller or uri_user(response.first("p-asserted-identity")) or uri_user(response.first("from"))
         return cls(call_id=response.call_id or "", at=at, status=response.status or 0,
                    phrase=response.phrase[:MAX_TEXT],
                    reason=_bounded(response.joined("reason")), call_info=_bounded(response.joined("call-info")),
