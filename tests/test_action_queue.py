@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession
+from tests.daemons import start_daemon
 from tests.polling import until
 from tests.servers.http_sink import HttpSink
 
@@ -152,18 +152,12 @@ async def test_a_run_is_retried_reported_in_the_alert_and_undone(tmp_path: Path)
     assert "no number rests" in cli(store, "list").stdout
 
 
-def start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "blockradar", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(config.parent / "daemon.err", "ab"),
-                            cwd=config.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
 async def test_kill_9_during_a_run_neither_repeats_nor_loses_it(tmp_path: Path):
     store = tmp_path / "state.db"
     log, effects = tmp_path / "runs.log", tmp_path / "effects"
     async with AmiServer(username="br", secret="pw", sessions=[AmiSession()]) as ami, HttpSink() as sink:
         config = setup(tmp_path, ami.port, sink.url, slow=3.0)  # each run takes 3 s: time to kill it mid-run
-        proc = start(config)
+        proc = start_daemon(config, config.parent / "daemon.err")
         try:
             await until(lambda: any(login.accepted for login in ami.logins), what="the daemon's login")
             await push_blocks(ami, A)
@@ -179,7 +173,7 @@ async def test_kill_9_during_a_run_neither_repeats_nor_loses_it(tmp_path: Path):
                 proc.kill()
                 proc.wait()
         assert not effects.exists()  # killed before A's command finished (it goes on, orphaned)
-        proc = start(config)  # at once: A's orphaned command still runs
+        proc = start_daemon(config, config.parent / "daemon.err")  # at once: A's orphaned command still runs
         try:
             await until(lambda: all(r["status"] == "done" for r in rows(store)) and len(rows(store)) == 2,
                         timeout=40, what="both runs done after the restart")

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ import pytest
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession
+from tests.daemons import start_daemon
 from tests.ledger import Ledger
 from tests.polling import until
 from tests.servers.http_sink import HttpSink
@@ -42,12 +40,6 @@ def stream_of_blocks(calls: int) -> bytes:
         spec = CallSpec("608", NUMBERS[i % len(NUMBERS)], "+12125550100", f"carrier-{'abc'[i % 3]}", now + i * 0.05)
         frames += builder.ami_frames(spec)
     return b"".join(frames)
-
-
-def start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "blockradar", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=config.parent,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 
@@ -72,7 +64,7 @@ async def test_kill_9_mid_stream_loses_no_truth(tmp_path: Path):
             store: {store}
             http: null
             """))
-        proc = start(config)
+        proc = start_daemon(config)
         try:
             await until(lambda: len(sink.requests) >= 25, what="alerts of the first calls")
             proc.send_signal(signal.SIGKILL)  # mid-stream: calls in the socket and in memory are lost
@@ -92,7 +84,7 @@ async def test_kill_9_mid_stream_loses_no_truth(tmp_path: Path):
                                for r in db.outbox_rows()}
             assert pending_or_sent <= stored  # nor a notification
 
-        proc = start(config)
+        proc = start_daemon(config)
         try:
             await until(lambda: ami.connections >= 2, what="the restarted daemon's login")
             await asyncio.sleep(4)  # > group_interval, several ticks: anything wrong would be sent by now
@@ -128,7 +120,7 @@ async def test_kill_9_half_a_second_after_the_last_call_keeps_every_call(tmp_pat
             store: {store}
             http: null
             """))
-        proc = start(config)
+        proc = start_daemon(config)
         try:
             await until(lambda: any(login.accepted for login in ami.logins), what="the daemon's login")
             await asyncio.sleep(0.3)  # FullyBooted handled: the session is the daemon's
