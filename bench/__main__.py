@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ami, engine, esl, hep, latency, load, memory
+from bench import ami, engine, esl, fleet, hep, latency, load, memory
 from bench.report import environment, json_line, judge, median, table
 from bench.streams import ami_stream, esl_stream
 
@@ -31,15 +31,17 @@ class Sizes:
     flood_numbers: int = load.FLOOD_NUMBERS
     tick_alerts: int = engine.TICK_ALERTS
     tick_seconds: int = engine.TICK_SECONDS
+    fleet_calls: int = fleet.CALLS
+    fleet_memory_numbers: int = fleet.MEMORY_NUMBERS
 
 
 # --quick keeps the full memory figure (100k -> 1M, ~20 s: a scaled-down one hides the growth) and
 # the engine's length (live alerts accumulate with it, so a shorter run would flatter the rate); it
-# has smaller streams and fewer repetitions.
+# has smaller streams and fewer repetitions. The fleet's Redis memory is 100k numbers in both.
 QUICK = Sizes(repeats=3, ami_calls=1000, esl_calls=1200, engine_steady=300_000, memory_total=1_000_000,
-              memory_numbers=100_000, latency_s=4.0)
+              memory_numbers=100_000, latency_s=4.0, fleet_calls=20_000)
 FULL = Sizes(repeats=5, ami_calls=4000, esl_calls=4000, engine_steady=300_000, memory_total=1_000_000,
-             memory_numbers=100_000, latency_s=20.0)
+             memory_numbers=100_000, latency_s=20.0, fleet_calls=50_000)
 
 
 def progress(message: str) -> None:
@@ -50,6 +52,31 @@ def progress(message: str) -> None:
 def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     """Median of the per-repetition ratios (each pair ran back to back, under the same noise)."""
     return median([a / b for a, b in zip(ours, theirs, strict=True) if b > 0])
+
+
+def fleet_figures(fleets: dict[str, Any]) -> dict[str, Any]:
+    """The JSON keys of ``fleet.measure``'s answer; only ``fleet_skipped`` (the reason) when it was skipped."""
+    if "skipped" in fleets:
+        return {"fleet_skipped": fleets["skipped"]}
+    one, many = fleets["memory"]["one"], fleets["memory"]["many"]
+    return {
+        "fleet_skipped": None,
+        "fleet_outcomes_per_s": median(fleets["fleet"]),
+        "fleet_alone_outcomes_per_s": median(fleets["alone"]),
+        "fleet_cost_vs_alone": paired_ratio(fleets["alone"], fleets["fleet"]),
+        "fleet_daemon_cpu_us_per_outcome": median(fleets["daemon_cpu_us"]),
+        "fleet_redis_cpu_us_per_outcome": median(fleets["redis_cpu_us"]),
+        "fleet_calls": fleets["calls"],
+        "fleet_redis_mb_live_numbers": one["bytes"] / 1e6,
+        "fleet_bytes_per_number": one["bytes_per_number"],
+        "fleet_memory_numbers": one["numbers"],
+        "fleet_bytes_per_call": many["bytes_per_call"],
+        "fleet_bytes_per_number_10_calls": many["bytes_per_number"],
+        "fleet_stream_bytes_per_entry": one["stream_per_call"],
+        "fleet_seen_key_bytes": one["seen_key"],
+        "fleet_entry_json_bytes": one["payload"],
+        "fleet_redis_version": fleets["redis_version"],
+    }
 
 
 def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
@@ -129,6 +156,13 @@ def run(sizes: Sizes, quick: bool) -> dict[str, Any]:
         memory_alerts_live=mem["alerts_live_at_total"],
     )
     progress(f"memory: growth {mem['rss_growth']:.3f}, {mem['bytes_per_key']:.0f} B/key")
+
+    fleets = fleet.measure(sizes.fleet_calls, sizes.repeats, progress, sizes.fleet_memory_numbers)
+    result.update(fleet_figures(fleets))
+    if "skipped" not in fleets:
+        progress(f"fleet: {result['fleet_outcomes_per_s']:,.0f} outcomes/s through two daemons "
+                 f"({result['fleet_cost_vs_alone']:.1f}x one daemon alone), "
+                 f"{result['fleet_bytes_per_number']:.0f} B per live number in Redis")
 
     lat = latency.measure(sizes.latency_s, progress)
     result.update(

@@ -106,6 +106,27 @@ def _fmt(value: Any, unit: str = "") -> str:
     return text + unit
 
 
+def fleet_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """The fleet's rows (issue 16): information, no target; "skipped: ..." without a redis-server."""
+    throughput = "fleet outcomes/s (2 daemons, 1 Redis, 1 process)"
+    numbers = f"Redis for {result.get('fleet_memory_numbers') or 100_000:,} live numbers (1 call each)"
+    per_call = "Redis per call (10 calls per number)"
+    skipped = result.get("fleet_skipped")
+    if skipped:
+        return [(name, skipped, "", "", "(info)", "") for name in (throughput, numbers, per_call)]
+    return [
+        (throughput, _fmt(result.get("fleet_outcomes_per_s")),
+         "alone " + _fmt(result.get("fleet_alone_outcomes_per_s")),
+         _fmt(result.get("fleet_cost_vs_alone"), "x the cost"), "(info, floor 2x)", ""),
+        (numbers, _fmt((result.get("fleet_redis_mb_live_numbers")), " MB"),
+         "stream " + _fmt(result.get("fleet_stream_bytes_per_entry"), " B/entry") + " + seen key",
+         _fmt(result.get("fleet_bytes_per_number"), " B/number"), "(info)", ""),
+        (per_call, _fmt(result.get("fleet_bytes_per_call"), " B/call"),
+         _fmt(result.get("fleet_bytes_per_number_10_calls"), " B/number"),
+         _fmt(result.get("fleet_bytes_per_call"), " B/call"), "(info)", ""),
+    ]
+
+
 def table(result: dict[str, Any]) -> str:
     """The human table: each figure next to its baseline, the target and PASS/FAIL."""
     verdict = result.get("targets", {})
@@ -140,6 +161,7 @@ def table(result: dict[str, Any]) -> str:
          _fmt(result.get("rss_at_total_mb"), " MB"), _fmt(result.get("rss_at_numbers_mb"), " MB"),
          _fmt(result.get("rss_growth_100k_to_1m"), "x"), "<= 1.1x", verdict.get("rss_growth_100k_to_1m", "")),
         ("bytes per live scope key", _fmt(result.get("bytes_per_key"), " B"), "", "", "(info)", ""),
+        *fleet_rows(result),
         ("alert latency p99 (200 calls/s, group_wait 0)", _fmt(result.get("alert_latency_p99_ms"), " ms"),
          "p50 " + _fmt(result.get("alert_latency_p50_ms"), " ms"), _fmt(result.get("alert_latency_p99_ms"), " ms"),
          "<= 100 ms", verdict.get("alert_latency_p99_ms", "")),

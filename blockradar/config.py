@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from blockradar.actions.kinds import KINDS as ACTION_KINDS
@@ -34,7 +35,7 @@ from blockradar.durations import parse_duration
 from blockradar.secret import Secret
 from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, load_yaml
 
-SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token"})
+SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token", "redis"})
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -247,6 +248,69 @@ class NumbersConfig(_Strict):
         return region
 
 
+class FleetConfig(_Strict):
+    """The ``fleet:`` section (issue 16): many daemons, one per PBX, sharing their outcomes, alerts, silences
+    and notification log through one Redis (or Valkey) server, given by URL or by Sentinel."""
+
+    # redis://[user:password@]host:6379/0, rediss:// for TLS; a secret (it may hold the password)
+    redis: SecretStr | None = None
+    sentinels: list[str] = Field(default_factory=list)  # host:port of each Sentinel, instead of ``redis``
+    service: str = "mymaster"  # the Sentinel service name of the master
+    db: int = Field(default=0, ge=0, le=15)  # with sentinels: the database number
+    username: str | None = None
+    password: SecretStr | None = None  # the server's password (ACL user's with ``username``); overrides the URL's
+    sentinel_password: SecretStr | None = None
+    tls: bool = False  # with sentinels: TLS to the master and the sentinels (a URL says it with rediss://)
+    ca_file: str | None = None
+    cert_file: str | None = None  # a client certificate, for servers that ask for one
+    key_file: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    prefix: str = Field(default="blockradar", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.:-]+$")
+    lease: Duration = 15.0  # how long a notifying daemon that died keeps the lease before another takes it
+    timeout: Duration = 2.0  # a Redis command that takes longer: the daemon goes on alone (local mode)
+    retry: Duration = 2.0  # how often an unreachable Redis is tried again
+    backlog: int = Field(default=100_000, ge=100)  # outcomes kept to publish while Redis is unreachable
+
+    @field_validator("lease", "timeout", "retry", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return _duration(value)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str]) -> list[str]:
+        return [_host_port(v, "10.0.0.7:26379") for v in value]
+
+    @field_validator("redis")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis:// or rediss:// URL, e.g. redis://10.0.0.7:6379/0")
+        return value
+
+    @model_validator(mode="after")
+    def _one_server(self) -> FleetConfig:
+        if (self.redis is None) == (not self.sentinels):
+            raise ValueError("give exactly one of redis (a URL) or sentinels (host:port list)")
+        if self.lease < 3 * max(self.timeout, 0.1):
+            raise ValueError("lease must be at least 3 times timeout (the lease is renewed every lease/3)")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        return self
+
+    def secrets(self) -> list[str]:
+        out = [s.get_secret_value() for s in (self.password, self.sentinel_password) if s is not None]
+        if self.redis is not None:
+            from urllib.parse import urlsplit
+
+            url = self.redis.get_secret_value()
+            out.append(url)
+            password = urlsplit(url).password
+            if password:
+                out.append(password)
+        return out
+
+
 class DaemonConfig(_Strict):
     connectors: list[ConnectorConfig] = Field(default_factory=list)
     numbers: NumbersConfig = Field(default_factory=NumbersConfig)
@@ -261,6 +325,7 @@ class DaemonConfig(_Strict):
     self_health: SelfHealthConfig = Field(default_factory=SelfHealthConfig)
     actions: list[ActionConfig] = Field(default_factory=list)  # issue 14: what to do when an alert fires
     hep: HepConfig | None = None  # issue 15: the carrier's own responses, mirrored by the PBX as HEPv3
+    fleet: FleetConfig | None = None  # issue 16: many daemons, one set of windows and alerts, on Redis
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -30,13 +30,16 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import hashlib
+import json
 import logging
+import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -50,7 +53,15 @@ from blockradar.alerting.outbox import Outbox
 from blockradar.alerting.selfhealth import ACTION_RETRIES_PAGED, SelfHealth
 from blockradar.classification import Classification
 from blockradar.clock import TICK_S, Clock, SystemClock
-from blockradar.config import ConfigError, DaemonConfig, HepConfig, LoadedConfig, load_config, split_host_port
+from blockradar.config import (
+    ConfigError,
+    DaemonConfig,
+    FleetConfig,
+    HepConfig,
+    LoadedConfig,
+    load_config,
+    split_host_port,
+)
 from blockradar.connectors.base import Connector, ConnectorHealth, LinkState
 from blockradar.connectors.hep.join import HepJoin
 from blockradar.connectors.hep.source import HepReader, start_listener
@@ -58,13 +69,16 @@ from blockradar.detect.pipeline import Pipeline
 from blockradar.detect.thresholds import ThresholdConfig
 from blockradar.logs import LineBudget, fields
 from blockradar.looplag import LoopLagMonitor
-from blockradar.metrics import AlertsCollector, HealthCollector, HepCollector, Metrics, WindowCollector
+from blockradar.metrics import AlertsCollector, FleetCollector, HealthCollector, HepCollector, Metrics, WindowCollector
 from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.ruleset import RuleSet, RuleSetError, load_ruleset
 from blockradar.store import STORE_ERRORS, Store, StoreError, StoreLock, outcome_row
 from blockradar.storewriter import StoreWriter
 from blockradar.web import HttpServer, StatusSource, build_app
+
+if TYPE_CHECKING:
+    from blockradar.fleet.node import FleetNode
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +155,7 @@ class Daemon:
         self._hep_transport: asyncio.DatagramTransport | None = None
         self._action_lines = LineBudget(limit=20, period_s=10.0)
         self._holds_loaded_at = float("-inf")
+        self.fleet: FleetNode | None = None  # issue 16: the windows and alerts shared with a fleet, on Redis
 
     # ------------------------------------------------------------------------------------ start
 
@@ -188,11 +203,18 @@ class Daemon:
             self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
             for spec in config.connectors:
                 self.pipeline.connector_down(spec.name, now)  # not watched yet: nothing on it resolves
-            restored = self.pipeline.rebuild(self.store.iter_outcomes(now - self._history_s()), now)
+            stored = self.store.iter_outcomes(now - self._history_s())
+            if config.fleet is None:
+                restored = self.pipeline.rebuild(stored, now)
+            else:
+                classify = self.pipeline.classifier.classify
+                own = [(outcome, classify(outcome)) for outcome in stored]
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # only the type: the message of a decoding error may quote a stored row (call data)
             raise StartupError(f"{self.loaded.path}: store: {store_path} is damaged ({type(exc).__name__}); "
                                f"move it aside to start afresh, or restore a backup") from None
+        if config.fleet is not None:
+            restored = await self._start_fleet(config.fleet, own, now)
         log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
                  "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
                  len(self.pipeline.thresholds), len(notifiers), restored)
@@ -225,6 +247,8 @@ class Daemon:
             self.connectors.append(connector)
         for connector in self.connectors:
             await connector.start()
+        if self.fleet is not None:
+            self.fleet.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="blockradar-ticker")
         self.loop_lag.start()
         # the windows and alerts just rebuilt live as long as the daemon: out of the cyclic collector's
@@ -236,6 +260,57 @@ class Daemon:
         # the ESL link thread parses while the loop thread judges: hand the GIL over every 0.5 ms, not every
         # 5 ms, so a timer or a PBX read on the loop never waits a whole interval behind a burst
         sys.setswitchinterval(GIL_SWITCH_S)
+
+    async def _start_fleet(self, cfg: FleetConfig, own: list[tuple[CallOutcome, Classification]], now: float) -> int:
+        """Join the fleet: publish this daemon's stored outcomes (idempotent), rebuild the windows from the
+        fleet's retained stream, and gate the outbox by the notifier lease; alone when Redis is away."""
+        from blockradar.fleet.client import FLEET_ERRORS
+        from blockradar.fleet.node import FleetNode
+        from blockradar.fleet.told import NotificationGate
+
+        assert self.pipeline is not None and self.outbox is not None
+        self.fleet = FleetNode(cfg, member=cfg.name or socket.gethostname(), retention_s=self._history_s(),
+                               judge=self._judge, digest=self._settings_digest(), now=self.clock.now,
+                               on_mode=self._fleet_mode, silences=self.store)
+        self.outbox.gate = NotificationGate(self.fleet)
+        self.registry.register(FleetCollector(self.fleet.report, self.outbox.gate.counts))
+        pipeline = self.pipeline
+        pipeline.lifecycle.restore()
+        if not await self.fleet.join(own):
+            n = pipeline.process_many(own)
+        else:
+            n = 0
+            try:
+                async for batch in self.fleet.history():
+                    n += pipeline.process_many(batch)
+            except FLEET_ERRORS as exc:  # Redis went away mid-read: start over from this daemon's own calls
+                self.pipeline = pipeline = self._build_pipeline(pipeline.classifier, self.config.effective_thresholds(),
+                                                                self.store)
+                for spec in self.config.connectors:
+                    pipeline.connector_down(spec.name, now)
+                pipeline.lifecycle.restore()
+                self.fleet.alone_from_start(exc, own)
+                n = pipeline.process_many(own)
+        pipeline.finish_rebuild(now)
+        return n
+
+    def _settings_digest(self) -> str:
+        """What the fleet's daemons must agree on to judge and tell alike: thresholds, alerting, and the names
+        of the notifiers (the notification log is kept per notifier name)."""
+        notifiers = sorted(n.name for n in self.outbox.notifiers) if self.outbox is not None else []
+        text = json.dumps([[t.model_dump(mode="json", by_alias=True) for t in self.config.effective_thresholds()],
+                           self.config.alerting.model_dump(mode="json"), notifiers], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _fleet_mode(self, shared: bool, detail: str) -> None:
+        if self.selfhealth is None or self.fleet is None:
+            return
+        now = self.clock.now()
+        if shared:
+            self.selfhealth.fleet_ok(self.fleet.member, now)
+        else:
+            self.selfhealth.fleet_alone(self.fleet.member, f"Redis {self.fleet.where}: {detail}",
+                                        self.fleet.cfg.lease, now)
 
     def _start_actions(self, now: float) -> None:
         """The actions' guardrail state as the last run left it, squared with the alerts found firing (a
@@ -331,12 +406,14 @@ class Daemon:
                 # data is flowing: look at that link now rather than at the next tick
                 self.selfhealth.observe([c.health() for c in self.connectors if c.name == outcome.connector], now)
             lifecycle.link_alive(outcome.connector, now)
-            cls = pipeline.process(outcome)
+            cls = pipeline.classifier.classify(outcome)
             assert self.writer is not None
             self.writer.add(outcome_row(outcome, cls))
-            due = pipeline.next_due()
-            if due is not None and due <= now:  # group_wait 0 means now, not at the next tick
-                self._commit(lambda: pipeline.flush_due(now, TICK_SLICE_S))
+            if self.fleet is not None:
+                self.fleet.submit(outcome, cls)  # counted when the fleet's stream brings it back (or now, alone)
+            else:
+                pipeline.process(outcome, cls)
+                self._flush_due(pipeline, now)
             self.metrics.outcome(outcome.connector, outcome.trunk, cls.category)
             if self._on_outcome is not None:
                 self._on_outcome(outcome, cls)
@@ -344,6 +421,23 @@ class Daemon:
             self.sink_errors += 1
             log.exception("failed to process an outcome of connector %s (call %s)", outcome.connector,
                           outcome.call_id)
+
+    def _judge(self, outcome: CallOutcome, cls: Classification) -> None:
+        """One outcome of the fleet's stream (any member's PBX) into the windows; never raises."""
+        try:
+            pipeline = self.pipeline
+            assert pipeline is not None
+            pipeline.process(outcome, cls)
+            self._flush_due(pipeline, self.clock.now())
+        except Exception:
+            self.sink_errors += 1
+            log.exception("failed to judge a fleet outcome of connector %s (call %s)", outcome.connector,
+                          outcome.call_id)
+
+    def _flush_due(self, pipeline: Pipeline, now: float) -> None:
+        due = pipeline.next_due()
+        if due is not None and due <= now:  # group_wait 0 means now, not at the next tick
+            self._commit(lambda: pipeline.flush_due(now, TICK_SLICE_S))
 
     def _commit(self, work: Callable[[], Any]) -> Any:
         """What ``work`` writes from the loop (groups, outbox rows) in one transaction, begun at its first
@@ -511,6 +605,9 @@ class Daemon:
                 pipeline.lifecycle.link_alive(health.name, health.last_event_at)
         if self.hep_join is not None:
             self.hep_join.tick(now)  # outcomes that waited long enough go on as they are
+        fleet = self.fleet
+        if fleet is not None and not fleet.shared:
+            self._fleet_mode(False, fleet.error or "unreachable")  # pages once it lasted ``fleet.lease``
         self._commit(lambda: pipeline.tick(now, budget_s))
         self._manage_collector()
         if self.actions.actions:
@@ -609,14 +706,52 @@ class Daemon:
                                                      "alerting": loaded.config.alerting})
         pipeline = self._build_pipeline(ruleset, thresholds, self.store)
         pipeline.lifecycle.adopt_links(old.lifecycle)  # a link down stays down: nothing resolves on it
-        pipeline.rebuild(self.store.iter_outcomes(now - max((t.window for t in thresholds), default=3600.0)), now)
+        history_s = max((t.window for t in thresholds), default=3600.0)
+        if self.fleet is not None and self.fleet.shared:
+            # the windows hold the fleet's calls: rebuilt from the shared stream, swapped in once read
+            task = asyncio.get_running_loop().create_task(self._swap_in_from_fleet(pipeline, ruleset, history_s),
+                                                          name="fleet-reload")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return True
+        pipeline.rebuild(self.store.iter_outcomes(now - history_s), now)
+        self._swap_in(pipeline, ruleset)
+        return True
+
+    async def _swap_in_from_fleet(self, pipeline: Pipeline, ruleset: RuleSet, history_s: float) -> None:
+        """A reload in a fleet: the new windows are rebuilt from what the fleet's reader judged so far (this
+        daemon's store holds only its own PBX's calls; the entries keep the verdict they were published
+        with); when Redis fails meanwhile, from the store."""
+        from blockradar.fleet.client import FLEET_ERRORS
+
+        assert self.fleet is not None and self.store is not None and self.pipeline is not None
+        pipeline.lifecycle.restore()
+        try:
+            async for batch in self.fleet.read_so_far():
+                pipeline.process_many(batch)
+                await asyncio.sleep(0)  # the old windows go on judging meanwhile
+        except FLEET_ERRORS:
+            pipeline = self._build_pipeline(pipeline.classifier, pipeline.thresholds, self.store)
+            pipeline.lifecycle.restore()
+            pipeline.process_many(self.store.iter_outcomes(self.clock.now() - history_s))
+            log.warning("reload: the fleet's Redis did not answer; the new windows hold this daemon's own calls "
+                        "until the old ones age out")
+        old = self.pipeline
+        pipeline.lifecycle.adopt_links(old.lifecycle)
+        pipeline.lifecycle.adopt_announced(old.lifecycle)  # what the old one told while the stream was read
+        pipeline.finish_rebuild(self.clock.now())
+        self._swap_in(pipeline, ruleset)
+
+    def _swap_in(self, pipeline: Pipeline, ruleset: RuleSet) -> None:
+        assert self.selfhealth is not None
+        now = self.clock.now()
+        thresholds = pipeline.thresholds
         self.pipeline, self.ruleset = pipeline, ruleset
         self.metrics.rules_loaded.set(len(ruleset.rules))
         self.metrics.reloads.labels("ok").inc()
         self.last_reload.update(ok=True, error=None)
         self.selfhealth.reload_ok(now)
         log.info("reloaded: %d rules, %d thresholds", len(ruleset.rules), len(thresholds))
-        return True
 
     def _reload_connectors(self, specs: Sequence[Any]) -> None:
         """Restart the connectors whose settings changed; adding or removing one takes a restart."""
@@ -670,6 +805,8 @@ class Daemon:
                 listener.upstream.close()
         if self.hep_join is not None:
             self.hep_join.flush()  # the outcomes still waiting for their response go on as they are
+        if self.fleet is not None:
+            await self.fleet.stop()  # publishes what is queued, hands the notifier lease over
         if self.pipeline is not None and self.store is not None:
             self._commit(self.pipeline.lifecycle.flush_state)
         if self.action_queue is not None:
@@ -756,6 +893,9 @@ class Daemon:
                         **self.hep_reader.stats.to_dict(), **dataclasses.asdict(self.hep_join.stats),
                         "pending": self.hep_join.pending}}
                if self.hep_reader is not None and self.hep_join is not None else {}),
+            **({"fleet": {**self.fleet.report(),
+                          "gate": dict(self.outbox.gate.counts) if self.outbox and self.outbox.gate else {}}}
+               if self.fleet is not None else {}),
             "store": {"path": str(self.config.store), "ok": self.store_failure is None,
                       **(self.store_failure or {}), "unstored_outcomes": self.writer.pending if self.writer else 0,
                       "unstored_dropped": self.writer.dropped if self.writer else 0,

@@ -216,3 +216,38 @@ class HepCollector(Collector):
                                   value=float(join.dropped))
         yield GaugeMetricFamily("blockradar_hep_pending", "Outcomes and responses waiting for their twin.",
                                 value=float(pending))
+
+
+class FleetCollector(Collector):
+    """This daemon's membership in a fleet (issue 16), read when Prometheus scrapes."""
+
+    def __init__(self, report: Callable[[], dict[str, Any]], gate: dict[str, int]) -> None:
+        self._report = report  # FleetNode.report
+        self._gate = gate  # NotificationGate.counts (live dict)
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._report()
+        yield GaugeMetricFamily("blockradar_fleet_shared", "1 while this daemon shares windows and alerts through "
+                                "the fleet's Redis, 0 while it runs alone (Redis unreachable).",
+                                value=1.0 if r["mode"] == "shared" else 0.0)
+        yield GaugeMetricFamily("blockradar_fleet_notifier", "1 while this daemon holds the notifier lease (it sends "
+                                "the fleet's notifications).", value=1.0 if r["notifies"] else 0.0)
+        yield GaugeMetricFamily("blockradar_fleet_members", "Daemons of the fleet seen alive.",
+                                value=float(r["members"]))
+        outcomes = CounterMetricFamily("blockradar_fleet_outcomes", "Shared outcomes: published by this daemon, "
+                                       "duplicates (a call another daemon published), read from the stream, skipped "
+                                       "(counted alone before), bad (unreadable), counted alone (Redis away).",
+                                       labels=["result"])
+        for result in ("published", "duplicates", "read", "skipped", "bad", "counted_alone"):
+            outcomes.add_metric([result], float(r[result]))
+        yield outcomes
+        yield GaugeMetricFamily("blockradar_fleet_backlog", "Outcomes counted alone, waiting to be published.",
+                                value=float(r["backlog"]))
+        yield CounterMetricFamily("blockradar_fleet_backlog_dropped", "Outcomes let go at fleet.backlog.",
+                                  value=float(r["backlog_dropped"]))
+        yield CounterMetricFamily("blockradar_fleet_outages", "Times Redis was lost.", value=float(r["outages"]))
+        gate = CounterMetricFamily("blockradar_fleet_gate", "Outbox rows looked at by the fleet's gate: sent by this "
+                                   "daemon, told already by another, or waiting for the notifier.", labels=["verdict"])
+        for verdict, n in self._gate.items():
+            gate.add_metric([verdict], float(n))
+        yield gate

@@ -269,7 +269,8 @@ def test_the_readme_recipes_are_valid_configs(tmp_path: Path):
     from blockradar.config import load_config
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme[readme.index("## Automatic actions"):readme.index("## Commands")]
+    start = readme.index("## Automatic actions")
+    section = readme[start:readme.index("\n## ", start)]
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
     assert len(blocks) == 4
     for name in ("vicidial-api.pass", "ami-actions.secret"):

@@ -23,11 +23,11 @@ from blockradar.connectors.esl_wire import EslFramer, event_name
 REQUIRED_KEYS = {
     "ami_events_per_s", "ami_vs_panoramisk", "esl_events_per_s", "esl_vs_greenswitch", "engine_outcomes_per_s",
     "rss_growth_100k_to_1m", "bytes_per_key", "alert_latency_p99_ms", "python", "cpu", "commit", "targets",
-    "loop_lag_p99_ms", "flood_dropped", "tick_ms_10k_alerts",
+    "loop_lag_p99_ms", "flood_dropped", "tick_ms_10k_alerts", "fleet_skipped",
 }
 TINY = bench_main.Sizes(repeats=1, ami_calls=30, esl_calls=20, engine_steady=3000, memory_total=6000,
                         memory_numbers=1500, latency_s=0.5, burst_events=300, flood_numbers=500, tick_alerts=200,
-                        tick_seconds=5)
+                        tick_seconds=5, fleet_calls=400, fleet_memory_numbers=1000)
 
 
 def _positive(value: object) -> bool:
@@ -72,6 +72,10 @@ def test_every_figure_is_measured_and_sane(tiny_result: dict[str, object]) -> No
     assert tiny_result["alert_latency_samples"] == tiny_result["alert_latency_expected"] == 10
     assert tiny_result["alert_latency_p50_ms"] <= tiny_result["alert_latency_p99_ms"]  # type: ignore[operator]
     assert tiny_result["memory_outcomes"] == 6000 and tiny_result["memory_numbers"] == 1500
+    if tiny_result["fleet_skipped"] is None:  # Debian's redis-server is there (CI installs it)
+        for key in ("fleet_outcomes_per_s", "fleet_alone_outcomes_per_s", "fleet_cost_vs_alone",
+                    "fleet_bytes_per_number"):
+            assert _positive(tiny_result[key]), (key, tiny_result[key])
     assert set(tiny_result["targets"]) == {t.key for t in TARGETS}  # type: ignore[arg-type]
     assert set(tiny_result["targets"].values()) <= {"PASS", "FAIL"}  # type: ignore[attr-defined]
 

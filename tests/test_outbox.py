@@ -68,7 +68,7 @@ async def test_500_is_retried_with_backoff_and_delivered_with_the_same_idempoten
     keys = {r.headers[IDEMPOTENCY_HEADER] for r in sink.requests}
     assert len(keys) == 1 and len(sink.requests) == 2
     assert outbox.stats["webhook"] == {"sent": 1, "retried": 1, "failed": 0, "expired": 0, "dropped": 0,
-                                       "superseded": 0}
+                                       "superseded": 0, "told": 0}
 
 
 async def test_429_retry_after_is_honoured(store):

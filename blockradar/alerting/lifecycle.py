@@ -420,6 +420,18 @@ class AlertLifecycle:
         if link is not None and link.up and at > link.alive_at:
             link.alive_at = at
 
+    def adopt_announced(self, other: AlertLifecycle) -> None:
+        """Take over which alerts another lifecycle announced and when its groups were last sent (a fleet's
+        reload rebuilds a new one while the old one goes on telling)."""
+        told = {a.fingerprint for g in other.groups.values() for a in g.alerts.values() if a.notified}
+        for group in self.groups.values():
+            old = other.groups.get(group.key)
+            if old is not None and old.last_sent_at is not None:
+                group.last_sent_at = max(group.last_sent_at or old.last_sent_at, old.last_sent_at)
+            for alert in group.alerts.values():
+                if alert.fingerprint in told:
+                    alert.notified = True
+
     def adopt_links(self, other: AlertLifecycle) -> None:
         """Take over what another lifecycle knew of the links (a reload builds a new one)."""
         for name, link in other.links.items():

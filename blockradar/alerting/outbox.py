@@ -33,7 +33,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -51,6 +51,16 @@ SUMMARY_EVERY_S = 60.0
 MEMORY_QUEUE = 1000  # notifications held in memory while the store cannot be written
 MEMORY_TRIES = 3  # sends per notifier of a notification held in memory
 SUPERSEDED = "superseded"
+TOLD = "told"  # a fleet's other daemon told the receiver already (``fleet.told``)
+GATE_WAIT_S = 1.0  # how soon a row another daemon is to send is looked at again
+
+
+class Gate(Protocol):
+    """Decides, before each send, whether this daemon sends a row (``fleet.told.NotificationGate``)."""
+
+    async def check(self, notifier: str, notification: Notification) -> tuple[str, Notification | None]: ...
+
+    async def delivered(self, notifier: str, notification: Notification) -> None: ...
 
 
 class OutboxConfig(BaseModel):
@@ -136,7 +146,7 @@ class Outbox:
         self.rng = rng or random.Random()
         self.on_result = on_result
         self.stats: dict[str, dict[str, int]] = {
-            n.name: {"sent": 0, "retried": 0, "failed": 0, "expired": 0, "dropped": 0, SUPERSEDED: 0}
+            n.name: {"sent": 0, "retried": 0, "failed": 0, "expired": 0, "dropped": 0, SUPERSEDED: 0, TOLD: 0}
             for n in notifiers
         }
         self._endpoints = {n.name: _Endpoint() for n in notifiers}
@@ -149,6 +159,9 @@ class Outbox:
         self._memory_event: asyncio.Event | None = None
         self.memory_sent = 0
         self.memory_lost = 0  # fell off the bounded memory queue, or every try failed
+        # a fleet's notification gate (``fleet.told.NotificationGate``): which daemon sends a row, and the log
+        # of what was told; None when the daemon runs alone
+        self.gate: Gate | None = None
 
     # -- producing -----------------------------------------------------------------------------------
     def enqueue(self, notification: Notification) -> list[int]:
@@ -306,6 +319,16 @@ class Outbox:
             self.store.outbox_finish(row.id, "failed", f"unreadable payload: {type(exc).__name__}")
             self._count(name, "failed")
             return
+        if self.gate is not None:
+            verdict, gated = await self.gate.check(name, notification)
+            if verdict == TOLD:
+                self.store.outbox_finish(row.id, TOLD, "told by another daemon of the fleet")
+                self._count(name, TOLD)
+                return
+            if verdict != "send" or gated is None:  # another daemon is to send it: look again soon
+                self._endpoints[name].resume_at = self.clock.now() + GATE_WAIT_S
+                return
+            notification = gated
         try:
             await asyncio.wait_for(notifier.send(notification), timeout=self.config.send_timeout)
         except NotifyError as exc:
@@ -330,6 +353,8 @@ class Outbox:
             self._endpoints[name].sent_unmarked = row.id  # until the store has it: never sent twice
             self.store.outbox_mark_sent(row.id, self.clock.now())
             self._endpoints[name].sent_unmarked = None
+            if self.gate is not None:
+                await self.gate.delivered(name, notification)
 
     async def _memory_worker(self) -> None:
         """Send what the store could not take, straight from memory: each notifier up to

@@ -1,6 +1,6 @@
 """Self-alerts: the daemon pages about itself through the same outbox and notifiers.
 
-Six conditions, each firing once and resolving once, like any alert:
+Seven conditions, each firing once and resolving once, like any alert:
 
 * ``pbx-link-down``: a connector has not been connected for ``link_down_after``;
 * ``pbx-auth-failing``: a connector's credentials are rejected (wrong secret, ACL) for
@@ -17,6 +17,8 @@ Six conditions, each firing once and resolving once, like any alert:
 * ``store-failing``: the store cannot be written (disk full, read-only, damaged); resolves with the
   first write that succeeds. The daemon delivers this one straight from memory (the outbox lives in
   the store it cannot write).
+* ``fleet-alone``: a fleet member cannot reach the fleet's Redis for ``fleet.lease``: it alerts and notifies
+  on its own PBX's calls alone until Redis answers again (resolves then).
 
 It also tells the alert lifecycle when a connector goes down or comes back, so alerts built on that
 connector's data are held (neither resolved nor repeated) while it is blind.
@@ -53,13 +55,18 @@ WHAT_TO_DO = {
     "store-failing": "blockradar cannot write its store (disk full, read-only file system or a damaged file): free "
                      "space or fix the mount. Meanwhile alerts are judged in memory but neither kept nor "
                      "sent through the durable outbox; they are written and sent once a write succeeds.",
+    "fleet-alone": "This daemon cannot reach the fleet's Redis (see the detail): it alerts on its own PBX's calls "
+                   "alone (a number dialled from several PBXes may not reach its threshold here) and sends its own "
+                   "notifications (another daemon may send the same). Check the Redis server, its Sentinels and "
+                   "the network; when Redis answers the daemon shares what it counted and told meanwhile.",
 }
 
 DROPS_QUIET_S = 300.0  # outcomes-dropped resolves after this long without a new drop
 
 
 ACTION_RETRIES_PAGED = 3  # an action retried this many times in a row pages, before it gives up
-_SUBJECT = {"config-reload-failed": "config", "store-failing": "store", "action-failing": "action"}  # else a connector
+_SUBJECT = {"config-reload-failed": "config", "store-failing": "store", "action-failing": "action",
+            "fleet-alone": "fleet"}  # else a connector
 
 
 @dataclass(slots=True)
@@ -127,6 +134,12 @@ class SelfHealth:
     def action_ok(self, action: str, now: float) -> None:
         self._judge("action-failing", action, False, 0.0, now, "")
 
+    def fleet_alone(self, member: str, detail: str, after: float, now: float) -> None:
+        self._judge("fleet-alone", member, True, after, now, detail)
+
+    def fleet_ok(self, member: str, now: float) -> None:
+        self._judge("fleet-alone", member, False, 0.0, now, "")
+
     def reload_failed(self, error: str, now: float) -> None:
         self._judge("config-reload-failed", "config", True, 0.0, now, error)
 
@@ -165,6 +178,7 @@ class SelfHealth:
                 "outcomes-dropped": f"connector {subject}: no call dropped for {format_duration(DROPS_QUIET_S)}",
                 "store-failing": f"the store is written again, after {lasted}",
                 "action-failing": f"action {subject} ran again, after {lasted}",
+                "fleet-alone": f"the fleet's Redis answers again, after {lasted}; what was counted alone is shared",
             }.get(kind, f"connector {subject} is connected again, after {lasted}")
         else:
             detail = condition.detail

@@ -48,6 +48,8 @@ def config_secrets(config: DaemonConfig) -> list[str]:
         found += action_secrets(action)
     if config.hep is not None and config.hep.password is not None:
         found.append(config.hep.password.get_secret_value())
+    if config.fleet is not None:
+        found += config.fleet.secrets()
     return found
 
 

@@ -176,9 +176,11 @@ class Pipeline:
         self.notifications.append(notification)
 
     # -- the hot path ----------------------------------------------------------------------------
-    def process(self, outcome: CallOutcome) -> Classification:
-        """Classify one outcome, count it, judge the thresholds it touches, and return its class."""
-        cls = self._classify(outcome)
+    def process(self, outcome: CallOutcome, cls: Classification | None = None) -> Classification:
+        """Classify one outcome (unless ``cls`` says how: a fleet's other daemon classified it), count it,
+        judge the thresholds it touches, and return its class."""
+        if cls is None:
+            cls = self._classify(outcome)
         t = outcome.ended_at
         if t is None or not -1e11 < t < 1e11:  # also NaN and infinities: never trusted as event time
             t = outcome.started_at
@@ -263,10 +265,14 @@ class Pipeline:
                 group.windows.evict_idle(self.watermark)
         return cls
 
-    def process_many(self, outcomes: Iterable[CallOutcome]) -> int:
+    def process_many(self, outcomes: Iterable[CallOutcome | tuple[CallOutcome, Classification]]) -> int:
+        """Outcomes, or (outcome, classification) pairs (a fleet's shared stream), in order."""
         n = 0
-        for outcome in outcomes:
-            self.process(outcome)
+        for item in outcomes:
+            if isinstance(item, tuple):
+                self.process(*item)
+            else:
+                self.process(item)
             n += 1
         return n
 
@@ -363,16 +369,21 @@ class Pipeline:
     def connector_up(self, name: str, at: float = float("-inf")) -> None:
         self.lifecycle.connector_up(name, at)
 
-    def rebuild(self, outcomes: Iterable[CallOutcome], now: float) -> int:
+    def rebuild(self, outcomes: Iterable[CallOutcome | tuple[CallOutcome, Classification]], now: float) -> int:
         """At start: restore alert/group state from the store, replay stored outcomes into the windows,
         keep restored alerts that did not come back firing on their windows (they resolve by the usual
         rules, once their PBX links are back), and flush. Nothing already sent is sent again."""
         self.lifecycle.restore()
         n = self.process_many(outcomes)
+        self.finish_rebuild(now)
+        return n
+
+    def finish_rebuild(self, now: float) -> None:
+        """The end of ``rebuild``, for a caller that fed the outcomes itself (``lifecycle.restore()``, then
+        ``process_many`` in batches, as a fleet's daemon reads the shared stream)."""
         self.lifecycle.finish_restore(now, self._reopen)
         self.lifecycle.request_sweep()  # every alert the rebuild left live is judged at ``now`` once
         self.tick(now)
-        return n
 
     def _reopen(self, row: Any) -> tuple[Threshold, Any, KeyWindow] | None:
         """A stored alert's threshold, scope key and window (created empty when its calls are gone)."""

@@ -1,0 +1,174 @@
+"""The fleet's notification log, and the gate every outbox row passes before it is sent.
+
+Every daemon of a fleet reads the same shared outcomes, so every daemon's alert lifecycle reaches the
+same transitions and queues the same notifications in its own durable outbox. Only one of them, the
+holder of the notifier lease, sends; the log in Redis says which transitions each notifier was told:
+
+    <prefix>:told:<notifier>:<alert fingerprint> = "<state>|<at>|<member>"   (expires after ``TOLD_TTL_S``)
+
+where ``at`` is the transition's own time (a firing: when the alert started; a resolve: when it
+resolved), the same on every daemon because it comes from the shared event times.
+
+Before a row is sent, ``NotificationGate.check`` compares its transitions (alerts marked ``new``, and
+resolves) with the log:
+
+* all already told (by anyone): the row is done (``told``), never sent;
+* some untold, and this daemon holds the lease: sent, with what was told already left out (a ``new``
+  alert told by another daemon is shown as ``firing``, a resolve told already is dropped);
+* some untold, and another daemon holds the lease: the row waits; the holder's send will be logged and
+  the row then finishes as told. When the holder dies, the lease moves here within ``fleet.lease``
+  and the waiting rows go out: nothing the dead daemon never told is lost.
+* a row with no transition (a repeat of a firing group): sent by the holder only.
+
+``delivered`` logs a row's transitions once its notifier took it. Self-alerts (``self/...`` groups:
+this daemon's own PBX links, store and reload) and test messages are this daemon's to send and never
+pass the gate. While Redis is unreachable every daemon sends on its own (a missed page is worse than
+a repeated one) and keeps what it told, to log when Redis is back, so nothing is announced again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from blockradar.alerting.notifiers.base import AlertDict, Notification
+from blockradar.outcome import from_iso
+
+log = logging.getLogger(__name__)
+
+SEND = "send"
+TOLD = "told"
+WAIT = "wait"
+
+TOLD_TTL_S = 7 * 86400.0  # as long as the outbox keeps its rows: a firing alert's entry is renewed by each resolve
+# the transition times of two daemons can differ by a tick (a resolve is judged on each daemon's clock)
+SKEW_S = 5.0
+
+Transition = tuple[str, str, float]  # fingerprint, "firing" | "resolved", at
+
+
+class FleetView(Protocol):
+    """What the gate needs of the fleet node."""
+
+    member: str
+
+    @property
+    def shared(self) -> bool: ...
+
+    def is_leader(self) -> bool: ...
+
+    async def told_entries(self, notifier: str, fingerprints: list[str]) -> list[bytes | None]: ...
+
+    async def record_told(self, notifier: str, entries: list[tuple[str, str]]) -> None: ...
+
+
+def transitions(notification: Notification) -> list[Transition]:
+    """The alert transitions a notification tells: each ``new`` firing alert and each resolve."""
+    out: list[Transition] = []
+    for alert in notification.alerts:
+        fp = alert.get("fingerprint")
+        if not fp:
+            continue
+        if alert.get("state") == "resolved":
+            at = from_iso(alert.get("resolved_at"))
+            out.append((fp, "resolved", at if at is not None else notification.created_at))
+        elif alert.get("change") == "new":
+            at = from_iso(alert.get("started_at"))
+            out.append((fp, "firing", at if at is not None else notification.created_at))
+    return out
+
+
+def entry_text(state: str, at: float, member: str) -> str:
+    return f"{state}|{at:.3f}|{member}"
+
+
+def parse_entry(raw: bytes | str | None) -> tuple[str, float, str] | None:
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    state, _, rest = text.partition("|")
+    at, _, member = rest.partition("|")
+    try:
+        return state, float(at), member
+    except ValueError:
+        return None
+
+
+def covers(entry: tuple[str, float, str] | None, transition: Transition) -> bool:
+    """The logged entry tells this transition or a later one (so this one is no news any more)."""
+    if entry is None:
+        return False
+    state, at, _ = entry
+    _, wanted, wanted_at = transition
+    if state == wanted:
+        return at >= wanted_at - SKEW_S
+    return at > wanted_at  # a later transition of the other kind was told: this one is stale
+
+
+def without_told(notification: Notification, told: set[str]) -> Notification | None:
+    """The notification minus what ``told`` fingerprints already said: their ``new`` becomes ``firing``,
+    their resolves go; None when nothing is left to say."""
+    alerts: list[AlertDict] = []
+    news = 0
+    for alert in notification.alerts:
+        fp = alert.get("fingerprint")
+        if fp in told:
+            if alert.get("state") == "resolved":
+                continue
+            if alert.get("change") == "new":
+                alert = AlertDict(**alert)  # type: ignore[typeddict-item]
+                alert["change"] = "firing"
+        elif alert.get("state") == "resolved" or alert.get("change") == "new":
+            news += 1
+        alerts.append(alert)
+    if not news:
+        return None
+    status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
+    return Notification(group_key=notification.group_key, group_labels=dict(notification.group_labels),
+                        status=status, alerts=alerts, created_at=notification.created_at, id=notification.id,
+                        test=notification.test, unlisted=dict(notification.unlisted))
+
+
+def own(notification: Notification) -> bool:
+    """This daemon's own message: a self-alert or a test; never gated."""
+    return notification.test or notification.group_key.startswith("self/")
+
+
+class NotificationGate:
+    """Decides, per outbox row, whether this daemon sends it (see the module docstring)."""
+
+    def __init__(self, fleet: FleetView) -> None:
+        self.fleet = fleet
+        self.counts = {SEND: 0, TOLD: 0, WAIT: 0}
+
+    async def check(self, notifier: str, notification: Notification) -> tuple[str, Notification | None]:
+        verdict, out = await self._check(notifier, notification)
+        self.counts[verdict] += 1
+        return verdict, out
+
+    async def _check(self, notifier: str, notification: Notification) -> tuple[str, Notification | None]:
+        fleet = self.fleet
+        if own(notification) or not fleet.shared:
+            return SEND, notification  # alone: every daemon tells what it sees
+        wanted = transitions(notification)
+        if not wanted:  # a repeat: the lease holder repeats, the others let it go
+            return (SEND, notification) if fleet.is_leader() else (TOLD, None)
+        raw = await fleet.told_entries(notifier, [fp for fp, _, _ in wanted])
+        told = {t[0] for t, entry in zip(wanted, raw, strict=True) if covers(parse_entry(entry), t)}
+        if len(told) == len(wanted):
+            return TOLD, None
+        if not fleet.is_leader():
+            return WAIT, None
+        if not told:
+            return SEND, notification
+        rest = without_told(notification, told)
+        return (SEND, rest) if rest is not None else (TOLD, None)
+
+    async def delivered(self, notifier: str, notification: Notification) -> None:
+        """Log what this notifier was just told (kept for later when Redis cannot take it now)."""
+        if own(notification):
+            return
+        entries = [(fp, entry_text(state, at, self.fleet.member)) for fp, state, at in transitions(notification)]
+        if entries:
+            await self.fleet.record_told(notifier, entries)
+
