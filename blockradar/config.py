@@ -292,8 +292,9 @@ class FleetConfig(_Strict):
     def _one_server(self) -> FleetConfig:
         if (self.redis is None) == (not self.sentinels):
             raise ValueError("give exactly one of redis (a URL) or sentinels (host:port list)")
-        if self.lease < 3 * max(self.timeout, 0.1):
-            raise ValueError("lease must be at least 3 times timeout (the lease is renewed every lease/3)")
+        if self.lease < 5 * max(self.timeout, 0.1):
+            raise ValueError("lease must be at least 5 times timeout (the lease is renewed every lease/3, each "
+                             "renewal may take up to a timeout per command)")
         if self.timeout <= 0:
             raise ValueError("timeout must be > 0")
         return self

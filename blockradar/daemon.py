@@ -92,6 +92,7 @@ OUTBOX_KEPT_S = 7 * 86400.0  # sent, failed and expired notifications are kept a
 # to flush) goes on in the next slice, after the loop has served the PBX reads and probes waiting
 TICK_SLICE_S = 0.001
 SHUTDOWN_FLUSH_S = 10.0
+STANDBY_FLUSH_S = 2.0  # a fleet's standby waits this long at stop for the holder to tell what it queued
 # outcomes kept in memory while the store cannot be written (disk full): written once it can; beyond
 # this the oldest are let go, counted (the windows and alerts have them already)
 MAX_UNSTORED_OUTCOMES = 50_000
@@ -156,6 +157,7 @@ class Daemon:
         self._action_lines = LineBudget(limit=20, period_s=10.0)
         self._holds_loaded_at = float("-inf")
         self.fleet: FleetNode | None = None  # issue 16: the windows and alerts shared with a fleet, on Redis
+        self._fleet_reload: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------ start
 
@@ -215,9 +217,11 @@ class Daemon:
                                f"move it aside to start afresh, or restore a backup") from None
         if config.fleet is not None:
             restored = await self._start_fleet(config.fleet, own, now)
-        log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d stored outcome(s) "
-                 "replayed into the windows", len(self.ruleset.rules), ", ".join(self.ruleset.files),
-                 len(self.pipeline.thresholds), len(notifiers), restored)
+        shared = self.fleet is not None and self.fleet.shared
+        source = "outcome(s) of the fleet's stream" if shared else "stored outcome(s)"
+        log.info("blockradar starting: %d rules from %s, %d thresholds, %d notifier(s), %d %s replayed into the "
+                 "windows", len(self.ruleset.rules), ", ".join(self.ruleset.files), len(self.pipeline.thresholds),
+                 len(notifiers), restored, source)
         self.registry.register(HealthCollector(self.healths, self._outbox_depth))
         self.registry.register(WindowCollector(lambda: self.pipeline.groups if self.pipeline else ()))
         self.registry.register(HepCollector(
@@ -271,7 +275,7 @@ class Daemon:
         assert self.pipeline is not None and self.outbox is not None
         self.fleet = FleetNode(cfg, member=cfg.name or socket.gethostname(), retention_s=self._history_s(),
                                judge=self._judge, digest=self._settings_digest(), now=self.clock.now,
-                               on_mode=self._fleet_mode, silences=self.store)
+                               on_mode=self._fleet_mode, silences=self.store, on_silences=self._silences_changed)
         self.outbox.gate = NotificationGate(self.fleet)
         self.registry.register(FleetCollector(self.fleet.report, self.outbox.gate.counts))
         pipeline = self.pipeline
@@ -283,7 +287,7 @@ class Daemon:
             try:
                 async for batch in self.fleet.history():
                     n += pipeline.process_many(batch)
-            except FLEET_ERRORS as exc:  # Redis went away mid-read: start over from this daemon's own calls
+            except (*FLEET_ERRORS, Exception) as exc:  # Redis went away mid-read: start over from own calls
                 self.pipeline = pipeline = self._build_pipeline(pipeline.classifier, self.config.effective_thresholds(),
                                                                 self.store)
                 for spec in self.config.connectors:
@@ -293,6 +297,11 @@ class Daemon:
                 n = pipeline.process_many(own)
         pipeline.finish_rebuild(now)
         return n
+
+    def _silences_changed(self) -> None:
+        """A silence came from another daemon of the fleet: muted from the next flush, not in 5 s."""
+        if self.pipeline is not None:
+            self.pipeline.lifecycle.reload_silences(self.clock.now())
 
     def _settings_digest(self) -> str:
         """What the fleet's daemons must agree on to judge and tell alike: thresholds, alerting, and the names
@@ -693,7 +702,7 @@ class Daemon:
             log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
             self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
             return False
-        for key in ("notifiers", "store", "http", "numbers", "actions", "hep"):
+        for key in ("notifiers", "store", "http", "numbers", "actions", "hep", "fleet"):
             if getattr(loaded.config, key) != getattr(self.config, key):
                 log.warning("reload: %s changed; that takes a restart (rules, thresholds and alerting reloaded)",
                             key)
@@ -701,16 +710,21 @@ class Daemon:
         old = self.pipeline
         assert old is not None
         self._commit(old.lifecycle.flush_state)  # the new pipeline rebuilds from what is on disk
-        self.config = self.config.model_copy(update={"rules": loaded.config.rules,
-                                                     "thresholds": loaded.config.thresholds,
-                                                     "alerting": loaded.config.alerting})
+        config = self.config.model_copy(update={"rules": loaded.config.rules, "thresholds": loaded.config.thresholds,
+                                                "alerting": loaded.config.alerting})
+        previous, self.config = self.config, config  # the new alerting settings for the pipeline built now
         pipeline = self._build_pipeline(ruleset, thresholds, self.store)
         pipeline.lifecycle.adopt_links(old.lifecycle)  # a link down stays down: nothing resolves on it
         history_s = max((t.window for t in thresholds), default=3600.0)
-        if self.fleet is not None and self.fleet.shared:
-            # the windows hold the fleet's calls: rebuilt from the shared stream, swapped in once read
-            task = asyncio.get_running_loop().create_task(self._swap_in_from_fleet(pipeline, ruleset, history_s),
-                                                          name="fleet-reload")
+        if self.fleet is not None:
+            # the windows hold the fleet's calls: rebuilt from the shared stream, swapped in once read (a reload
+            # still reading is replaced by this one)
+            if self._fleet_reload is not None and not self._fleet_reload.done():
+                self._fleet_reload.cancel()
+            self.config = previous  # until the new windows are read and swapped in
+            task = asyncio.get_running_loop().create_task(
+                self._swap_in_from_fleet(pipeline, ruleset, history_s, config), name="fleet-reload")
+            self._fleet_reload = task
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return True
@@ -718,24 +732,40 @@ class Daemon:
         self._swap_in(pipeline, ruleset)
         return True
 
-    async def _swap_in_from_fleet(self, pipeline: Pipeline, ruleset: RuleSet, history_s: float) -> None:
+    async def _swap_in_from_fleet(self, pipeline: Pipeline, ruleset: RuleSet, history_s: float,
+                                  config: DaemonConfig) -> None:
         """A reload in a fleet: the new windows are rebuilt from what the fleet's reader judged so far (this
         daemon's store holds only its own PBX's calls; the entries keep the verdict they were published
-        with); when Redis fails meanwhile, from the store."""
-        from blockradar.fleet.client import FLEET_ERRORS
-
-        assert self.fleet is not None and self.store is not None and self.pipeline is not None
+        with). When Redis is away, or is lost meanwhile (calls were then counted alone, into the old windows
+        only), the old rules and windows keep running and the reload says it failed: reload again."""
+        fleet = self.fleet
+        assert fleet is not None and self.store is not None and self.pipeline is not None
+        outages = fleet.stats["outages"]
         pipeline.lifecycle.restore()
-        try:
-            async for batch in self.fleet.read_so_far():
-                pipeline.process_many(batch)
-                await asyncio.sleep(0)  # the old windows go on judging meanwhile
-        except FLEET_ERRORS:
-            pipeline = self._build_pipeline(pipeline.classifier, pipeline.thresholds, self.store)
-            pipeline.lifecycle.restore()
-            pipeline.process_many(self.store.iter_outcomes(self.clock.now() - history_s))
-            log.warning("reload: the fleet's Redis did not answer; the new windows hold this daemon's own calls "
-                        "until the old ones age out")
+        problem = None
+        if not fleet.shared:
+            problem = "the fleet's Redis is unreachable"
+        else:
+            try:
+                async for batch in fleet.read_so_far():
+                    pipeline.process_many(batch)
+                    await asyncio.sleep(0)  # the old windows go on judging meanwhile
+            except asyncio.CancelledError:
+                raise  # a newer reload took over
+            except Exception as exc:
+                problem = f"the fleet's stream could not be read ({type(exc).__name__})"
+            if problem is None and (fleet.stats["outages"] != outages or not fleet.shared):
+                problem = "the fleet's Redis was lost while the windows were rebuilt"
+        if problem is not None:
+            error = f"{self.loaded.path}: reload not applied: {problem}; the previous rules and thresholds keep running"
+            self.last_reload.update(ok=False, error=error)
+            self.metrics.reloads.labels("failed").inc()
+            log.error("%s", error)
+            assert self.selfhealth is not None
+            self.selfhealth.reload_failed(error, self.clock.now())
+            return
+        self.config = config
+        fleet.update(history_s, self._settings_digest())
         old = self.pipeline
         pipeline.lifecycle.adopt_links(old.lifecycle)
         pipeline.lifecycle.adopt_announced(old.lifecycle)  # what the old one told while the stream was read
@@ -805,8 +835,6 @@ class Daemon:
                 listener.upstream.close()
         if self.hep_join is not None:
             self.hep_join.flush()  # the outcomes still waiting for their response go on as they are
-        if self.fleet is not None:
-            await self.fleet.stop()  # publishes what is queued, hands the notifier lease over
         if self.pipeline is not None and self.store is not None:
             self._commit(self.pipeline.lifecycle.flush_state)
         if self.action_queue is not None:
@@ -814,12 +842,17 @@ class Daemon:
                 log.warning("actions: %d queued run(s) stay for the next start", self.action_queue.depth())
             await self.action_queue.stop()
         drained = True
+        fleet = self.fleet
+        if fleet is not None and fleet.shared and not fleet.is_leader():
+            flush_s = min(flush_s, STANDBY_FLUSH_S)  # its rows are the lease holder's to send
         if self.outbox is not None:
             drained = await self.outbox.drain(flush_s)
             if not drained:
                 log.warning("outbox not empty after %.0f s: %d notification(s) stay queued for the next start",
                             flush_s, self.outbox.depth())
             await self.outbox.stop()
+        if fleet is not None:
+            await fleet.stop()  # publishes what is queued, hands the notifier lease over
         if self.http is not None:
             await self.http.close()
         if self.writer is not None:

@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     notifier TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
     payload TEXT NOT NULL,
-    status TEXT NOT NULL,             -- pending | sent | failed | expired | dropped
+    status TEXT NOT NULL,             -- pending | sent | failed | expired | dropped | superseded | told
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL,
@@ -772,10 +772,18 @@ class Store:
                     ids.append(int(cur.lastrowid))
         return ids
 
-    def outbox_head(self, notifier: str) -> OutboxRow | None:
-        """The oldest pending row of a notifier: the only one it may send (delivery is in order)."""
-        row = self._db.execute("SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' ORDER BY id LIMIT 1",
-                               (notifier,)).fetchone()
+    def outbox_head(self, notifier: str, *, group_prefix: str | None = None) -> OutboxRow | None:
+        """The oldest pending row of a notifier: the only one it may send (delivery is in order); with
+        ``group_prefix``, the oldest of those groups (a fleet's daemon sends its self-alerts past a row that
+        waits for the fleet's notifier)."""
+        if group_prefix is None:
+            row = self._db.execute(
+                "SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                (notifier,)).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT * FROM outbox WHERE notifier = ? AND status = 'pending' AND substr(group_key, 1, ?) = ? "
+                "ORDER BY id LIMIT 1", (notifier, len(group_prefix), group_prefix)).fetchone()
         return OutboxRow(**dict(row)) if row is not None else None
 
     def outbox_pending_of_group(self, notifier: str, group_key: str, before_id: int) -> list[OutboxRow]:

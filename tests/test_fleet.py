@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
-from blockradar.testing.ami import AmiServer, AmiSession
+from blockradar.testing.ami import AmiServer, AmiSession, event_stream
+from blockradar.testing.esl import EslServer, EslSession, load_event_frames
 from blockradar.testing.redis_server import RedisServer, free_port
 from tests.daemons import start_daemon
 from tests.polling import until
@@ -66,8 +67,8 @@ class Pbx:
 class Daemon:
     """``blockradar run`` in a subprocess, with its /healthz."""
 
-    def __init__(self, tmp_path: Path, name: str, pbx: Pbx, redis_url: str, sink_url: str, *,
-                 connector: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, name: str, pbx: Pbx | None, redis_url: str, sink_url: str, *,
+                 connector: str | None = None, window: str = "1h", connector_line: str | None = None) -> None:
         self.name = name
         self.dir = tmp_path / name
         self.dir.mkdir(exist_ok=True)
@@ -76,9 +77,10 @@ class Daemon:
         self.log = self.dir / "daemon.log"
         self.config.write_text(textwrap.dedent(f"""\
             connectors:
-              - {{name: {connector or pbx.name}, type: asterisk, port: {pbx.ami.port}, username: br, secret: pw}}
+              - {connector_line or self._ami_line(pbx, connector)}
             thresholds:
-              - {{name: fleet-blocks, scope: [caller_number], categories: [analytics_block], window: 1h, count: 3}}
+              - {{name: fleet-blocks, scope: [caller_number], categories: [analytics_block], window: {window},
+                  count: 3}}
             alerting: {{group_wait: 0s, group_interval: 1s, repeat_interval: 4h, group_by: [threshold, caller_number]}}
             self_health: {{link_down_after: 1h}}
             notifiers:
@@ -88,6 +90,11 @@ class Daemon:
             fleet: {{redis: "{redis_url}", name: {name}, lease: {LEASE_S}s, timeout: 0.5s, retry: 0.5s}}
             """))
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _ami_line(pbx: Pbx | None, connector: str | None) -> str:
+        assert pbx is not None
+        return f"{{name: {connector or pbx.name}, type: asterisk, port: {pbx.ami.port}, username: br, secret: pw}}"
 
     def start(self) -> Daemon:
         self.proc = start_daemon(self.config, stderr=self.log)
@@ -122,14 +129,14 @@ class Daemon:
 
 
 async def fleet_of(stack: AsyncExitStack, tmp_path: Path, redis_url: str, sink: HttpSink,
-                   names: list[str]) -> tuple[list[Pbx], list[Daemon]]:
+                   names: list[str], window: str = "1h") -> tuple[list[Pbx], list[Daemon]]:
     pbxes, daemons = [], []
     for name in names:
         pbx = Pbx(f"pbx-{name}")
         await stack.enter_async_context(pbx.ami)
         pbxes.append(pbx)
     for name, pbx in zip(names, pbxes, strict=True):
-        daemons.append(Daemon(tmp_path, name, pbx, redis_url, sink.url))
+        daemons.append(Daemon(tmp_path, name, pbx, redis_url, sink.url, window=window))
     stack.callback(lambda: [d.stop() for d in daemons])
     return pbxes, daemons
 
@@ -184,6 +191,27 @@ async def test_a_threshold_only_the_fleet_crosses_fires_once_and_a_call_two_daem
         assert sum(r["gate"].get("told", 0) for r in reports) == 2  # the two standbys' rows, finished unsent
 
 
+async def test_a_resolve_is_told_once_although_the_daemons_judge_it_on_their_own_clocks(
+        tmp_path: Path, redis_server: RedisServer):
+    """Each daemon resolves on its own clock and its own PBX links (a daemon waits a window after its link came
+    up): the two resolve the episode seconds apart, the receiver hears it resolved once."""
+    caller = "+15557700010"
+    async with AsyncExitStack() as stack, HttpSink() as sink:
+        (pa, pb), (a, b) = await fleet_of(stack, tmp_path, redis_server.url, sink, ["a", "b"], window="6s")
+        a.start()
+        await shared(a)
+        b.start()
+        await shared(b)
+        await pa.place(caller, 2)
+        await pb.place(caller, 1)
+        await until(lambda: delivered(sink, caller)["new"] == 1, what="the alert")
+        await until(lambda: delivered(sink, caller)["resolved"] == 1, timeout=40, what="its resolve")
+        await asyncio.sleep(4.0)  # both daemons have resolved it by now: a second resolve would be here
+        assert delivered(sink, caller) == Counter({"new": 1, "resolved": 1})
+        told = sum(d.fleet()["gate"].get("told", 0) for d in (a, b))
+        assert told == 2  # the standby's firing and resolve rows, finished unsent
+
+
 async def test_kill_9_of_the_notifying_daemon_mid_send_hands_over_without_loss_or_repeat(
         tmp_path: Path, redis_server: RedisServer):
     caller = "+15557700002"
@@ -223,6 +251,8 @@ async def test_redis_stopped_and_restarted_mid_run(tmp_path: Path, redis_server:
         redis_server.stop()
         await until(lambda: a.fleet().get("mode") == "local" and b.fleet().get("mode") == "local",
                     what="both daemons alone")
+        report = a.fleet()
+        assert report["notifies"] is True and report["notifier"] == "a" and report["members"] is None
         await pa.place(alone, 3)  # PBX a alone crosses the threshold: a alerts on its own calls
         await until(lambda: delivered(sink, alone)["new"] == 1, what="a's alert while alone")
         await pa.place(together, 2)  # 2 + 2: only the fleet together crosses 3
@@ -339,3 +369,40 @@ async def _sentinel_member(tmp_path: Path, redis_server: RedisServer, sentinel_p
         await until(lambda: delivered(sink, "+15557700009")["new"] == 1, what="the alert through Sentinel")
         assert a.fleet()["redis"] == f"sentinel fleet@127.0.0.1:{sentinel_port}"
         assert redis_server.client().xlen("blockradar:outcomes") == 3
+
+
+FLEET_FIXTURES = Path(__file__).parent / "fixtures" / "fleet"
+
+
+async def test_real_asterisk_22_and_freeswitch_1_11_recordings_cross_a_threshold_only_together(
+        tmp_path: Path, redis_server: RedisServer):
+    """The live lab's streams (tests/fixtures/fleet/MANIFEST): Asterisk 22.10.1 gave one analytics block of
+    +15557716001 (its 603 is a plain decline without HEP), FreeSWITCH 1.11.1 two. A daemon on each, served by
+    the project's AMI and ESL servers replaying the recordings: one alert, count 3, both PBXes in it."""
+    caller = "+15557716001"
+    ami_stream = event_stream((FLEET_FIXTURES / "s1-ast22.ami").read_bytes())
+    esl_frames = load_event_frames(FLEET_FIXTURES / "s1-fs1111.esl", types=("text/event-plain",))
+    esl = EslServer(password="ClueCon", plain=esl_frames, default=EslSession(heartbeat_every=0.5)).start()
+    try:
+        async with AmiServer(username="br", secret="pw", sessions=[AmiSession(stream=ami_stream)]
+                             + [AmiSession() for _ in range(5)]) as ami, HttpSink() as sink:
+            ast = Daemon(tmp_path, "ast", None, redis_server.url, sink.url, connector_line=(
+                f"{{name: pbx-ast, type: asterisk, port: {ami.port}, username: br, secret: pw}}"))
+            fs = Daemon(tmp_path, "fs", None, redis_server.url, sink.url, connector_line=(
+                f"{{name: pbx-fs, type: freeswitch, host: 127.0.0.1, port: {esl.port}, password: ClueCon}}"))
+            try:
+                for d in (ast, fs):
+                    d.start()
+                await until(lambda: delivered(sink, caller)["new"] == 1, what="the fleet's alert")
+                await asyncio.sleep(3.0)
+                assert delivered(sink, caller) == Counter({"new": 1})
+                alert = next(a for r in sink.requests if r.json for a in r.json["alerts"])
+                assert alert["count"] == 3 and alert["connectors"] == {"pbx-ast": 1, "pbx-fs": 2}
+                assert alert["sip_codes"] == {"603": 1, "608": 2}
+                reports = [d.fleet() for d in (ast, fs)]
+                assert [r["members"] for r in reports] == [2, 2] and sum(r["notifies"] for r in reports) == 1
+            finally:
+                ast.stop()
+                fs.stop()
+    finally:
+        esl.stop()

@@ -21,6 +21,11 @@ as a header, so a crash between a send and its "sent" mark results in a repeat a
 recognise. The queue is bounded per notifier (``max_pending``): beyond it the oldest pending rows
 are marked ``dropped`` and counted, so a notifier dead for days cannot grow the file without limit.
 
+In a fleet (``fleet/told.py``) every daemon queues the same notifications and a gate decides before
+each send: this daemon sends the row (it holds the notifier lease, or Redis is away), the row waits
+(another daemon is to send it: looked at again every ``GATE_WAIT_S``), or the row is done, ``told``
+(every transition in it was told by some daemon). After a send the gate logs what was told.
+
 Logging: an endpoint's first failure is logged (WARNING), further ones are summarised once a
 minute, and its recovery is logged with how long it failed and how many attempts it took.
 """
@@ -53,6 +58,10 @@ MEMORY_TRIES = 3  # sends per notifier of a notification held in memory
 SUPERSEDED = "superseded"
 TOLD = "told"  # a fleet's other daemon told the receiver already (``fleet.told``)
 GATE_WAIT_S = 1.0  # how soon a row another daemon is to send is looked at again
+# a row the fleet's notifier has not told in this long is finished as told: the holder's judgement stood (its
+# view of links, silences and timers decides), and a later holder must not tell hour-old news
+GATE_GIVE_UP_S = 3600.0
+OWN_GROUPS = "self/"  # this daemon's self-alerts: never held behind a row that waits for the fleet
 
 
 class Gate(Protocol):
@@ -87,8 +96,8 @@ class _Endpoint:
     endpoint's, not a row's: superseding the waiting row must not lift a Retry-After), and how its
     current failure streak goes (the backoff grows with the streak, whichever row is at the head)."""
 
-    __slots__ = ("attempts", "failing_since", "in_flight", "last_error", "next_send", "resume_at", "sent_unmarked",
-                 "summarised_at")
+    __slots__ = ("attempts", "failing_since", "gate_hold", "in_flight", "last_error", "next_send", "resume_at",
+                 "sent_unmarked", "summarised_at")
 
     def __init__(self) -> None:
         self.in_flight: int | None = None  # the row id being sent
@@ -99,6 +108,8 @@ class _Endpoint:
         self.summarised_at = 0.0
         self.next_send = 0.0  # the notifier's rate limit
         self.sent_unmarked: int | None = None  # a row sent whose "sent" mark the store refused
+        # (row id, look again at, waiting since): the head row waits for the fleet's notifier (``gate``)
+        self.gate_hold: tuple[int, float, float] | None = None
 
 
 def merge_into(newer: Notification, older: Notification) -> Notification | None:
@@ -287,6 +298,16 @@ class Outbox:
             endpoint.sent_unmarked = None
         now = self.clock.now()
         row = self.store.outbox_head(name)
+        hold = endpoint.gate_hold
+        if row is not None and hold is not None and hold[0] == row.id and now < hold[1]:
+            # the head waits for the fleet's notifier: this daemon's own self-alerts do not wait behind it
+            own = self.store.outbox_head(name, group_prefix=OWN_GROUPS)
+            row = own if own is not None and own.next_attempt_at <= now else None
+            if row is None:
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=max(hold[1] - now, 0.001))
+                return
         due = None if row is None else max(row.next_attempt_at, endpoint.resume_at)
         if due is None or due > now:  # nothing queued, or the endpoint is paused
             wait = self.config.poll_interval if due is None else min(self.config.poll_interval, due - now)
@@ -321,12 +342,20 @@ class Outbox:
             return
         if self.gate is not None:
             verdict, gated = await self.gate.check(name, notification)
-            if verdict == TOLD:
-                self.store.outbox_finish(row.id, TOLD, "told by another daemon of the fleet")
+            endpoint = self._endpoints[name]
+            hold = endpoint.gate_hold
+            held = hold is not None and hold[0] == row.id
+            since = hold[2] if held and hold is not None else now
+            if held:
+                endpoint.gate_hold = None
+            if verdict == TOLD or (verdict != "send" and now - since >= GATE_GIVE_UP_S):
+                why = ("told by a daemon of the fleet" if verdict == TOLD else
+                       f"the fleet's notifier did not tell it in {format_duration(GATE_GIVE_UP_S)}")
+                self.store.outbox_finish(row.id, TOLD, why)
                 self._count(name, TOLD)
                 return
             if verdict != "send" or gated is None:  # another daemon is to send it: look again soon
-                self._endpoints[name].resume_at = self.clock.now() + GATE_WAIT_S
+                endpoint.gate_hold = (row.id, now + GATE_WAIT_S, since)
                 return
             notification = gated
         try:

@@ -30,7 +30,8 @@ DEFAULT_STORE = "/var/lib/blockradar/state.db"
 @click.option("--number", "numbers", multiple=True, metavar="NUMBER",
               help="Only calls from this calling number, in any form (5557650003 is +15557650003); repeatable.")
 @click.option("--trunk", "trunks", multiple=True, metavar="TRUNK", help="Only calls through this trunk; repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines: one object per number, trunk and alert, then a summary.")
 def report(since: str, config_path: str | None, store_path: str | None, limit: int, numbers: tuple[str, ...],
            trunks: tuple[str, ...], as_json: bool) -> None:
     """Attempts, answer rate, analytics blocks (603+/608/607/603), block rate, last redress and alerts

@@ -56,11 +56,15 @@ def build_client(cfg: FleetConfig) -> aioredis.Redis:
         common["username"] = cfg.username
     if cfg.redis is not None:
         url = cfg.redis.get_secret_value()
-        if password is not None:
-            common["password"] = password
         if urlsplit(url).scheme == "rediss":
             common.update(_tls(cfg))
-        return aioredis.Redis.from_url(url, **common)
+        client = aioredis.Redis.from_url(url, **common)
+        given = client.connection_pool.connection_kwargs  # ``username``/``password`` win over the URL's (redis-py
+        if cfg.username:                                  # lets the URL win over its arguments)
+            given["username"] = cfg.username
+        if password is not None:
+            given["password"] = password
+        return client
     tls = {"ssl": True, **_tls(cfg)} if cfg.tls else {}
     sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": cfg.timeout, "socket_timeout": cfg.timeout, **tls}
     if cfg.sentinel_password is not None:

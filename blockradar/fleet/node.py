@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 SHARED = "shared"
 LOCAL = "local"
 STARTING = "starting"
+STOPPED = "stopped"
 
 PUBLISH_BATCH = 500  # outcomes per PUBLISH script call
 # stream entries per read: decoded and judged without a pause (~30 us each), so a daemon catching up after a
@@ -72,7 +73,8 @@ class FleetNode:
 
     def __init__(self, cfg: FleetConfig, *, member: str, retention_s: float, judge: Judge, digest: str = "",
                  now: Callable[[], float] = time.time, on_mode: Callable[[bool, str], None] | None = None,
-                 silences: SilenceStore | None = None, client: Any | None = None) -> None:
+                 silences: SilenceStore | None = None, on_silences: Callable[[], None] | None = None,
+                 client: Any | None = None) -> None:
         self.cfg = cfg
         self.member = member
         self.token = f"{member}#{secrets.token_hex(4)}"  # this process: two daemons given one name stay apart
@@ -82,6 +84,7 @@ class FleetNode:
         self.now = now
         self.on_mode = on_mode
         self.silence_store = silences
+        self.on_silences = on_silences  # a silence came from the fleet: the daemon's alerts look at once
         self.redis = client if client is not None else build_client(cfg)
         self.where = where(cfg)
         p = cfg.prefix
@@ -97,6 +100,7 @@ class FleetNode:
         self._told = self.redis.register_script(scripts.TOLD)
         self.mode = STARTING
         self.since = now()
+        self._local_since = 0.0  # monotonic, when local mode began
         self.error: str | None = None
         self.epoch: bytes | None = None
         self.last_id = b"0-0"  # the stream position read up to
@@ -113,8 +117,10 @@ class FleetNode:
         self._task: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Future[None]] = []
         self._warned_mismatch: set[str] = set()
+        self.eviction: str | None = None  # Redis's maxmemory-policy when it may evict the fleet's keys
         self.stats = {"published": 0, "duplicates": 0, "read": 0, "skipped": 0, "bad": 0, "counted_alone": 0,
-                      "backlog_dropped": 0, "told_logged": 0, "outages": 0, "data_lost": 0, "lease_taken": 0}
+                      "backlog_dropped": 0, "told_logged": 0, "told_dropped": 0, "outages": 0, "data_lost": 0,
+                      "lease_taken": 0}
 
     # -- keys --------------------------------------------------------------------------------------
     def _seen_key(self, key: str) -> str:
@@ -128,6 +134,18 @@ class FleetNode:
     def shared(self) -> bool:
         return self.mode == SHARED
 
+    @property
+    def alone(self) -> bool:
+        """Redis has been away for ``lease``: this daemon tells what it sees itself. Before that its rows
+        wait (a blip of a slow Redis must not make a standby send what the holder sends; by then the
+        holder's lease has run out anyway)."""
+        return self.mode == LOCAL and time.monotonic() - self._local_since >= self.cfg.lease
+
+    def update(self, retention_s: float, digest: str) -> None:
+        """A reload changed the thresholds: a longer window keeps the stream longer; the members compare anew."""
+        self.retention_ms = int(retention_s * 1000) + 60_000
+        self.digest = digest
+
     def is_leader(self) -> bool:
         return self.mode == SHARED and time.monotonic() < self._leader_until
 
@@ -137,12 +155,17 @@ class FleetNode:
 
     def report(self) -> dict[str, Any]:
         """For /healthz and /metrics."""
+        shared = self.mode == SHARED
+        notifier = self.leader.partition("#")[0] if shared and self.leader else None
         return {
             "mode": self.mode, "since": self.since, "error": self.error, "redis": self.where,
-            "member": self.member, "notifier": self.leader.partition("#")[0] if self.leader else None,
-            "notifies": self.is_leader(), "members": self.members, "backlog": len(self._backlog),
+            "member": self.member,
+            # alone, this daemon sends what it sees, and knows neither the fleet's members nor its notifier
+            "notifier": notifier if shared else (self.member if self.mode == LOCAL else None),
+            "notifies": self.is_leader() or self.mode == LOCAL, "members": self.members if shared else None,
+            "backlog": len(self._backlog),
             "in_transit": len(self._in_transit), "told_waiting": len(self._told_alone),
-            "settings_differ": list(self.mismatched), **self.stats,
+            "settings_differ": list(self.mismatched), "eviction": self.eviction, **self.stats,
         }
 
     async def _bounded(self, call: Awaitable[T], extra_s: float = 0.0) -> T:
@@ -185,9 +208,14 @@ class FleetNode:
             with contextlib.suppress(*FLEET_ERRORS):
                 await self._bounded(self._release(keys=[self.k_lease], args=[self.token]))
             self._leader_until = 0.0
+        if self.shared:  # no longer a member (else counted for 3 leases more)
+            with contextlib.suppress(*FLEET_ERRORS):
+                await self._bounded(self.redis.zrem(self.k_members, self.token))
+                await self._bounded(self.redis.hdel(self.k_settings, self.token))
         if self.shared and self._outgoing:
             with contextlib.suppress(*FLEET_ERRORS):
                 await self._publish_all(list(self._outgoing))
+        self.mode = STOPPED  # the outbox's gate holds what is left for the next start (or the next holder)
         with contextlib.suppress(*FLEET_ERRORS, RuntimeError):
             await self.redis.aclose()
 
@@ -246,7 +274,16 @@ class FleetNode:
 
     def _count_alone(self, outcome: CallOutcome, cls: Classification, payload: bytes) -> None:
         key = call_key(outcome)
-        self._counted[key] = time.monotonic()
+        now = time.monotonic()
+        counted = self._counted
+        counted.pop(key, None)
+        counted[key] = now  # insertion order is time order: the oldest are let go from the front
+        horizon = now - self.retention_ms / 1000
+        while counted:
+            oldest = next(iter(counted))
+            if counted[oldest] >= horizon and len(counted) <= 2 * self.cfg.backlog:
+                break
+            del counted[oldest]
         self.stats["counted_alone"] += 1
         if len(self._backlog) >= self.cfg.backlog:
             self._backlog.popleft()
@@ -381,7 +418,11 @@ class FleetNode:
         if store is None:
             return
         now = self.now()
-        local = {s.id: s for s in store.list_silences(include_expired=True) if s.ends_at > now - SILENCE_KEPT_S}
+        try:
+            local = {s.id: s for s in store.list_silences(include_expired=True) if s.ends_at > now - SILENCE_KEPT_S}
+        except Exception as exc:  # the store's trouble is the daemon's to report (store-failing), not Redis's
+            log.debug("fleet: silences not synced: the store cannot be read (%s)", type(exc).__name__)
+            return
         shared_raw = await self._bounded(self.redis.hgetall(self.k_silences))
         shared: dict[str, Silence] = {}
         for raw in shared_raw.values():
@@ -392,10 +433,18 @@ class FleetNode:
         if push:
             await self._bounded(self.redis.hset(self.k_silences, mapping={
                 sid: json.dumps(s.to_dict()) for sid, s in push.items()}))
+        adopted = 0
         for sid, silence in shared.items():
             newer = sid not in local or local[sid].ends_at > silence.ends_at
             if newer and silence.ends_at > now - SILENCE_KEPT_S:
-                store.add_silence(silence)
+                try:
+                    store.add_silence(silence)
+                except Exception as exc:
+                    log.debug("fleet: silence %s not stored (%s)", sid, type(exc).__name__)
+                    continue
+                adopted += 1
+        if adopted and self.on_silences is not None:
+            self.on_silences()
         old = [sid for sid, s in shared.items() if s.ends_at <= now - SILENCE_KEPT_S]
         if old:
             await self._bounded(self.redis.hdel(self.k_silences, *old))
@@ -415,6 +464,9 @@ class FleetNode:
                 return
             except FLEET_ERRORS as exc:
                 self._lost(exc)
+        room = self._told_alone.maxlen - len(self._told_alone)  # type: ignore[operator]
+        if len(entries) > room:
+            self.stats["told_dropped"] += len(entries) - room  # told again once Redis is back (at most)
         self._told_alone.extend((notifier, fp, text) for fp, text in entries)
 
     async def _record_told(self, notifier: str, entries: list[tuple[str, str]]) -> None:
@@ -433,23 +485,44 @@ class FleetNode:
                       "running daemons keep their windows; a daemon started now rebuilds from what is published "
                       "from now on. Give Redis persistence (appendonly yes)", self.where)
         self.epoch = epoch
+        policy = (await self._bounded(self.redis.info("memory"))).get("maxmemory_policy", "noeviction")
+        policy = policy.decode() if isinstance(policy, bytes) else str(policy)
+        if policy != "noeviction":
+            if self.eviction != policy:
+                log.warning("fleet: Redis at %s may evict keys (maxmemory-policy %s): a lease, a call's claim or "
+                            "the notification log evicted means two notifiers, a call counted twice or a "
+                            "transition told twice; set maxmemory-policy noeviction", self.where, policy)
+            self.eviction = policy
+        else:
+            self.eviction = None
 
     async def _rejoin(self) -> None:
         """Redis answers again: log what was told alone, publish what was counted alone, read on."""
         with contextlib.suppress(*FLEET_ERRORS):  # connections of before the outage: a restarted server closed them
             await self.redis.connection_pool.disconnect()
         await self._connect()
-        by_notifier: dict[str, list[tuple[str, str]]] = {}
-        for notifier, fp, text in self._told_alone:
-            by_notifier.setdefault(notifier, []).append((fp, text))
-        for notifier, entries in by_notifier.items():
-            await self._record_told(notifier, entries)
-        self._told_alone.clear()
-        backlog = list(self._backlog)
-        await self._publish_all(backlog)
-        for _ in range(len(backlog)):
-            self._backlog.popleft()
+        self._outgoing.clear()  # what the publisher put back when it was stopped: in the backlog now
+        while self._told_alone:
+            batch = [self._told_alone.popleft() for _ in range(min(PUBLISH_BATCH, len(self._told_alone)))]
+            by_notifier: dict[str, list[tuple[str, str]]] = {}
+            for notifier, fp, text in batch:
+                by_notifier.setdefault(notifier, []).append((fp, text))
+            try:
+                for notifier, entries in by_notifier.items():
+                    await self._record_told(notifier, entries)
+            except BaseException:
+                self._told_alone.extendleft(reversed(batch))
+                raise
         await self.sync_silences()
+        # last, and until it is empty (outcomes keep coming while it is published): ``_run`` then switches to
+        # shared without a pause in between, so nothing counted alone stays unpublished
+        backlog = self._backlog
+        while backlog:
+            batch = [backlog[i] for i in range(min(PUBLISH_BATCH, len(backlog)))]
+            await self._publish_all(batch)
+            for item in batch:  # those the bound let go meanwhile (from the front) are gone already
+                if backlog and backlog[0] is item:
+                    backlog.popleft()
 
     def _set_shared(self) -> None:
         was = self.mode
@@ -470,6 +543,7 @@ class FleetNode:
         detail = _words(exc)
         was = self.mode
         self.mode, self.since, self.error = LOCAL, self.now(), detail
+        self._local_since = time.monotonic()
         self._leader_until = 0.0
         for loop in self._loops:  # the reader and the others stop; ``_run`` tries Redis again after ``retry``
             loop.cancel()
@@ -493,6 +567,11 @@ class FleetNode:
                     await self._rejoin()
                 except FLEET_ERRORS as exc:
                     self.error = _words(exc)
+                    await asyncio.sleep(self.cfg.retry)
+                    continue
+                except Exception as exc:  # a bug must not leave the daemon alone for good: logged, tried again
+                    self.error = _words(exc)
+                    log.error("fleet: internal error rejoining (%s); trying again", self.error, exc_info=exc)
                     await asyncio.sleep(self.cfg.retry)
                     continue
                 self._set_shared()
@@ -536,5 +615,5 @@ def _silence(raw: bytes) -> Silence | None:
         return Silence(tuple(Matcher.parse(m) for m in data["matchers"]), float(data["starts_at"]),
                        float(data["ends_at"]), str(data.get("comment", ""))[:500], str(data.get("author", ""))[:100],
                        float(data.get("created_at", 0.0)), str(data["id"])[:40])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None

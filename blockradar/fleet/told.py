@@ -44,7 +44,8 @@ TOLD_TTL_S = 7 * 86400.0  # as long as the outbox keeps its rows: a firing alert
 # the transition times of two daemons can differ by a tick (a resolve is judged on each daemon's clock)
 SKEW_S = 5.0
 
-Transition = tuple[str, str, float]  # fingerprint, "firing" | "resolved", at
+# fingerprint, "firing" | "resolved", at, and the episode's start (a firing's ``at``; a resolve's alert's start)
+Transition = tuple[str, str, float, float]
 
 
 class FleetView(Protocol):
@@ -54,6 +55,9 @@ class FleetView(Protocol):
 
     @property
     def shared(self) -> bool: ...
+
+    @property
+    def alone(self) -> bool: ...
 
     def is_leader(self) -> bool: ...
 
@@ -69,12 +73,14 @@ def transitions(notification: Notification) -> list[Transition]:
         fp = alert.get("fingerprint")
         if not fp:
             continue
+        started = from_iso(alert.get("started_at"))
+        if started is None:
+            started = notification.created_at
         if alert.get("state") == "resolved":
             at = from_iso(alert.get("resolved_at"))
-            out.append((fp, "resolved", at if at is not None else notification.created_at))
+            out.append((fp, "resolved", at if at is not None else notification.created_at, started))
         elif alert.get("change") == "new":
-            at = from_iso(alert.get("started_at"))
-            out.append((fp, "firing", at if at is not None else notification.created_at))
+            out.append((fp, "firing", started, started))
     return out
 
 
@@ -95,13 +101,18 @@ def parse_entry(raw: bytes | str | None) -> tuple[str, float, str] | None:
 
 
 def covers(entry: tuple[str, float, str] | None, transition: Transition) -> bool:
-    """The logged entry tells this transition or a later one (so this one is no news any more)."""
+    """The logged entry tells this transition or a later one (so this one is no news any more).
+
+    Firings are compared by their start (event time: the same on every daemon). A resolve is told once
+    any resolve of its episode was: when an alert resolves is judged on each daemon's own clock and
+    link history (a daemon whose PBX link came back lately waits a window longer), so two daemons may
+    resolve one episode minutes apart."""
     if entry is None:
         return False
     state, at, _ = entry
-    _, wanted, wanted_at = transition
+    _, wanted, wanted_at, episode = transition
     if state == wanted:
-        return at >= wanted_at - SKEW_S
+        return at >= (episode if wanted == "resolved" else wanted_at) - SKEW_S
     return at > wanted_at  # a later transition of the other kind was told: this one is stale
 
 
@@ -148,12 +159,14 @@ class NotificationGate:
 
     async def _check(self, notifier: str, notification: Notification) -> tuple[str, Notification | None]:
         fleet = self.fleet
-        if own(notification) or not fleet.shared:
+        if own(notification) or fleet.alone:
             return SEND, notification  # alone: every daemon tells what it sees
+        if not fleet.shared:
+            return WAIT, None  # starting or stopping: kept for the holder, or for this daemon's next start
         wanted = transitions(notification)
         if not wanted:  # a repeat: the lease holder repeats, the others let it go
             return (SEND, notification) if fleet.is_leader() else (TOLD, None)
-        raw = await fleet.told_entries(notifier, [fp for fp, _, _ in wanted])
+        raw = await fleet.told_entries(notifier, [t[0] for t in wanted])
         told = {t[0] for t, entry in zip(wanted, raw, strict=True) if covers(parse_entry(entry), t)}
         if len(told) == len(wanted):
             return TOLD, None
@@ -168,7 +181,7 @@ class NotificationGate:
         """Log what this notifier was just told (kept for later when Redis cannot take it now)."""
         if own(notification):
             return
-        entries = [(fp, entry_text(state, at, self.fleet.member)) for fp, state, at in transitions(notification)]
+        entries = [(fp, entry_text(state, at, self.fleet.member)) for fp, state, at, _ in transitions(notification)]
         if entries:
             await self.fleet.record_told(notifier, entries)
 

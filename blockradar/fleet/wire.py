@@ -18,7 +18,7 @@ from blockradar.classification import Classification, RuleRef
 from blockradar.outcome import CallOutcome, bounded
 from blockradar.redress import Redress
 
-MAX_VERDICTS = 4096
+MAX_VERDICTS = 1024  # verdicts kept, each at most ~200 characters: bounded whatever the stream holds
 MAX_ENTRY = 64 * 1024  # bytes: an outcome holds at most ~14 KB of text (outcome.MAX_TEXT); more is not ours
 
 _TEXT = ("pbx", "connector", "call_id", "caller_number", "caller_name", "callee_number", "trunk", "sip_phrase",
@@ -63,7 +63,7 @@ def decode(data: bytes, source: str = "fleet") -> tuple[CallOutcome, Classificat
         raise ValueError(f"entry of {len(data)} bytes")
     try:
         entry = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # 64 KB of "[" nests too deep
         raise ValueError(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(entry, dict):
         raise ValueError("not an object")
@@ -98,16 +98,13 @@ def decode(data: bytes, source: str = "fleet") -> tuple[CallOutcome, Classificat
     verdict = entry.get("v")
     if not (isinstance(verdict, list) and len(verdict) == 4):
         raise ValueError("v: not a verdict")
-    key = (*verdict, source)
-    try:
-        cls = _VERDICTS.get(key)
-    except TypeError:  # a list or an object in it
-        raise ValueError("v: not a verdict") from None
+    category, confidence, rule = (_text(v, "v") for v in verdict[:3])
+    if not category or confidence not in ("high", "medium", "low"):
+        raise ValueError("v: not a verdict")
+    key = (category[:80], confidence, rule[:120], verdict[3] is True, source)
+    cls = _VERDICTS.get(key)
     if cls is None:
-        category, confidence, rule = (_text(v, "v") for v in verdict[:3])
-        if not category or confidence not in ("high", "medium", "low"):
-            raise ValueError("v: not a verdict")
-        cls = Classification(category[:80], confidence, RuleRef(rule[:120], source, 0, ""), verdict[3] is True)
+        cls = Classification(key[0], confidence, RuleRef(key[2], source, 0, ""), key[3])
         if len(_VERDICTS) < MAX_VERDICTS:  # a fleet has a few dozen rules: the same few verdicts, made once
             _VERDICTS[key] = cls
     return bounded(CallOutcome(**fields)), cls

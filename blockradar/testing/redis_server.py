@@ -36,7 +36,10 @@ def redis_binary() -> str | None:
 
 class RedisServer:
     def __init__(self, binary: str, workdir: Path | None = None, *, port: int | None = None,
-                 persist: bool = False) -> None:
+                 persist: bool = False, tls: tuple[Path, Path, Path] | None = None,
+                 password: str | None = None) -> None:
+        """``tls``: (certificate, key, CA) files: the server speaks TLS only (``rediss://``); ``password``:
+        ``requirepass``."""
         self.binary = binary
         self._tmp = tempfile.TemporaryDirectory(prefix="blockradar-redis-") if workdir is None else None
         self.workdir = Path(self._tmp.name) if self._tmp is not None else workdir
@@ -44,20 +47,29 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.persist = persist
+        self.tls = tls
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls[2])} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, password=self.password, **tls)
 
     def start(self) -> RedisServer:
         assert self.workdir is not None
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--daemonize", "no", "--save", "", "--logfile", str(self.workdir / "redis.log"),
                 "--appendonly", "yes" if self.persist else "no"]
+        if self.tls:
+            cert, key, ca = self.tls
+            args[2:3] = ["0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
