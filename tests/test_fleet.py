@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,7 +25,10 @@ from typing import Any
 
 import pytest
 
+from blockradar.config import FleetConfig
 from blockradar.demo.traffic import CallSpec, TrafficBuilder
+from blockradar.fleet.node import SHARED, FleetNode
+from blockradar.outcome import CallOutcome
 from blockradar.testing.ami import AmiServer, AmiSession, event_stream
 from blockradar.testing.esl import EslServer, EslSession, load_event_frames
 from blockradar.testing.redis_server import RedisServer, free_port
@@ -33,8 +37,14 @@ from tests.polling import until
 from tests.servers.debian_tools import require_tool
 from tests.servers.http_sink import HttpSink, Reply
 from tests.servers.tcp_proxy import TcpProxy
+from tests.test_fleet_parts import CLS, outcome
 
-pytestmark = pytest.mark.timeout(150)
+# CI (.ci/run) runs these on its first Python only (BLOCKRADAR_CI_SECONDARY on the others): they are minutes of
+# daemons, failovers and outages, and CI has 15 minutes for three Pythons; tests/test_fleet_parts.py runs the
+# fleet's logic against a real Redis on every Python
+pytestmark = [pytest.mark.timeout(150),
+              pytest.mark.skipif(bool(os.environ.get("BLOCKRADAR_CI_SECONDARY")),
+                                 reason="run once per CI, on its first Python")]
 
 LEASE_S = 3.0
 
@@ -145,6 +155,14 @@ async def shared(daemon: Daemon) -> None:
     await until(lambda: daemon.fleet().get("mode") == "shared", timeout=20, what=f"{daemon.name} shares")
 
 
+GROUP_INTERVAL_S = 1.0  # the configs' group_interval: a group that would be told again is told within it
+
+
+def told(*daemons: Daemon) -> int:
+    """Outbox rows the daemons finished unsent: a daemon of the fleet told them."""
+    return sum(d.fleet().get("gate", {}).get("told", 0) for d in daemons)
+
+
 def delivered(sink: HttpSink, caller: str) -> Counter[str]:
     """What the receiver took (2xx) about ``caller``'s alert, by change: new / firing / resolved."""
     out: Counter[str] = Counter()
@@ -175,11 +193,13 @@ async def test_a_threshold_only_the_fleet_crosses_fires_once_and_a_call_two_daem
             await shared(d)
         await pa.place(caller, 1, watchers=2)  # PBX a: 1 block, seen by daemons a and c
         await pb.place(caller, 1)  # PBX b: 1 block; 2 in the fleet (3 if a's call counted twice)
-        await asyncio.sleep(2.0)
+        await until(lambda: all(d.fleet().get("read", 0) >= 2 for d in (a, b, c)), what="every daemon read both")
+        await asyncio.sleep(0.5)
         assert delivered(sink, caller) == Counter()
         await pb.place(caller, 1)  # the third block of the fleet: fires
         await until(lambda: delivered(sink, caller)["new"] >= 1, what="the fleet's alert")
-        await asyncio.sleep(3.0)  # every daemon has judged it by now; a second page would be here
+        await until(lambda: told(a, b, c) == 2, what="the standbys' rows finished as told")
+        await asyncio.sleep(GROUP_INTERVAL_S)  # and nothing is told again
         assert delivered(sink, caller) == Counter({"new": 1})
         alert = next(al for r in sink.requests if r.json for al in r.json["alerts"])
         assert alert["count"] == 3  # a's call counted once although two daemons report it
@@ -206,10 +226,9 @@ async def test_a_resolve_is_told_once_although_the_daemons_judge_it_on_their_own
         await pb.place(caller, 1)
         await until(lambda: delivered(sink, caller)["new"] == 1, what="the alert")
         await until(lambda: delivered(sink, caller)["resolved"] == 1, timeout=40, what="its resolve")
-        await asyncio.sleep(4.0)  # both daemons have resolved it by now: a second resolve would be here
+        await until(lambda: told(a, b) == 2, what="the standby's firing and resolve rows, finished unsent")
+        await asyncio.sleep(GROUP_INTERVAL_S)  # and nothing is told again
         assert delivered(sink, caller) == Counter({"new": 1, "resolved": 1})
-        told = sum(d.fleet()["gate"].get("told", 0) for d in (a, b))
-        assert told == 2  # the standby's firing and resolve rows, finished unsent
 
 
 async def test_kill_9_of_the_notifying_daemon_mid_send_hands_over_without_loss_or_repeat(
@@ -234,9 +253,9 @@ async def test_kill_9_of_the_notifying_daemon_mid_send_hands_over_without_loss_o
         assert b.fleet()["notifies"]
         a.start()  # a comes back: its queued row is told already, so it is never sent
         await shared(a)
-        await asyncio.sleep(4.0)
+        await until(lambda: told(a) >= 1, what="a's queued row finished as told")
+        await asyncio.sleep(GROUP_INTERVAL_S)  # and nothing is told again
         assert delivered(sink, caller) == Counter({"new": 1})
-        assert a.fleet()["gate"].get("told", 0) >= 1
         print(f"handover after kill -9: {handover_s:.1f} s")
 
 
@@ -298,7 +317,9 @@ async def test_a_partition_of_one_daemon(tmp_path: Path, redis_server: RedisServ
                     what="each side tells its own alert")
         await proxy.mend()
         await shared(a)
-        await asyncio.sleep(4.0)  # a reads b's calls, b reads a's backlog: both alerts now fire on both daemons
+        # a reads b's calls, b reads a's backlog: both alerts now fire on both daemons, told already
+        await until(lambda: told(a) >= 1 and told(b) >= 1, what="each side's copy of the other's alert told")
+        await asyncio.sleep(GROUP_INTERVAL_S)  # and nothing is told again
         assert delivered(sink, on_a) == Counter({"new": 1})
         assert delivered(sink, on_b) == Counter({"new": 1})
         assert a.fleet()["notifies"] is False and b.fleet()["notifies"] is True
@@ -394,7 +415,7 @@ async def test_real_asterisk_22_and_freeswitch_1_11_recordings_cross_a_threshold
                 for d in (ast, fs):
                     d.start()
                 await until(lambda: delivered(sink, caller)["new"] == 1, what="the fleet's alert")
-                await asyncio.sleep(3.0)
+                await until(lambda: told(ast, fs) == 1, what="the standby's row told")
                 assert delivered(sink, caller) == Counter({"new": 1})
                 alert = next(a for r in sink.requests if r.json for a in r.json["alerts"])
                 assert alert["count"] == 3 and alert["connectors"] == {"pbx-ast": 1, "pbx-fs": 2}
@@ -406,3 +427,45 @@ async def test_real_asterisk_22_and_freeswitch_1_11_recordings_cross_a_threshold
                 fs.stop()
     finally:
         esl.stop()
+
+
+async def test_a_sentinel_failover_moves_the_node_to_the_new_master(tmp_path: Path):
+    """A master, its replica and a real Sentinel (redis-server --sentinel): the master stops, Sentinel promotes
+    the replica, and the node, lost for a moment, asks Sentinel again and shares through the new master,
+    where the stream (replicated) still holds the call of before."""
+    binary = require_tool("redis-server", "redis-server")
+    master = RedisServer(binary, tmp_path / "master").start()
+    replica = RedisServer(binary, tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(master.port))).start()
+    sentinel_port = free_port()
+    (tmp_path / "sentinel").mkdir()
+    conf = tmp_path / "sentinel" / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path / 'sentinel'}\n"
+                    f"sentinel monitor fleet 127.0.0.1 {master.port} 1\n"
+                    "sentinel down-after-milliseconds fleet 1000\nsentinel failover-timeout fleet 5000\n")
+    sentinel = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    judged: list[CallOutcome] = []
+    cfg = FleetConfig.model_validate({"sentinels": [f"127.0.0.1:{sentinel_port}"], "service": "fleet",
+                                      "lease": "2.5s", "timeout": "0.5s", "retry": "0.3s"})
+    node = FleetNode(cfg, member="a", retention_s=3600.0, judge=lambda o, c: judged.append(o))
+    try:
+        await until(lambda: replica.info("replication").get("master_link_status") == "up", what="replica in sync")
+        assert await node.join([])
+        node.start()
+        node.submit(outcome("before"), CLS)
+        await until(lambda: len(judged) == 1, what="the call through the first master")
+        await until(lambda: replica.client().xlen("blockradar:outcomes") == 1, what="the entry replicated")
+        master.stop()
+        await until(lambda: replica.info("replication").get("role") == "master", timeout=30, what="the failover")
+        await until(lambda: node.mode == SHARED and node.stats["outages"] >= 1, timeout=30,
+                    what="the node back, on the new master")
+        node.submit(outcome("after"), CLS)
+        await until(lambda: len(judged) == 2, what="the call through the new master")
+        assert [o.call_id for o in judged] == ["before", "after"]
+        assert replica.client().xlen("blockradar:outcomes") == 2
+    finally:
+        await node.stop()
+        sentinel.terminate()
+        sentinel.wait(timeout=10)
+        replica.stop()
+        master.stop()

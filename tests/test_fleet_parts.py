@@ -422,3 +422,4 @@ async def test_calls_counted_alone_while_redis_comes_back_are_all_published(redi
         await until(lambda: len(other) == len(judged), timeout=20, what="b counts every call a counted alone")
         assert a.backlog == 0 and len(judged) == 1200 + i and i > 0
         assert sorted(o.call_id for o in other) == sorted(o.call_id for o in judged)
+

@@ -37,9 +37,9 @@ def redis_binary() -> str | None:
 class RedisServer:
     def __init__(self, binary: str, workdir: Path | None = None, *, port: int | None = None,
                  persist: bool = False, tls: tuple[Path, Path, Path] | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, extra: tuple[str, ...] = ()) -> None:
         """``tls``: (certificate, key, CA) files: the server speaks TLS only (``rediss://``); ``password``:
-        ``requirepass``."""
+        ``requirepass``; ``extra``: more arguments (``--replicaof HOST PORT``)."""
         self.binary = binary
         self._tmp = tempfile.TemporaryDirectory(prefix="blockradar-redis-") if workdir is None else None
         self.workdir = Path(self._tmp.name) if self._tmp is not None else workdir
@@ -49,6 +49,7 @@ class RedisServer:
         self.persist = persist
         self.tls = tls
         self.password = password
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,6 +71,7 @@ class RedisServer:
                          "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        args += list(self.extra)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
