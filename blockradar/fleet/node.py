@@ -160,9 +160,9 @@ class FleetNode:
         return {
             "mode": self.mode, "since": self.since, "error": self.error, "redis": self.where,
             "member": self.member,
-            # alone, this daemon sends what it sees, and knows neither the fleet's members nor its notifier
-            "notifier": notifier if shared else (self.member if self.mode == LOCAL else None),
-            "notifies": self.is_leader() or self.mode == LOCAL, "members": self.members if shared else None,
+            # alone (for ``lease``), this daemon sends what it sees; it knows neither the members nor the notifier
+            "notifier": notifier if shared else (self.member if self.alone else None),
+            "notifies": self.is_leader() or self.alone, "members": self.members if shared else None,
             "backlog": len(self._backlog),
             "in_transit": len(self._in_transit), "told_waiting": len(self._told_alone),
             "settings_differ": list(self.mismatched), "eviction": self.eviction, **self.stats,
