@@ -35,7 +35,7 @@ from blockradar.durations import parse_duration
 from blockradar.secret import Secret
 from blockradar.yamlsource import KeyPath, Problem, YamlDocument, YamlError, load_yaml
 
-SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token", "redis"})
+SECRET_KEYS = frozenset({"secret", "password", "webhook_url", "url", "token", "redis", "sentinel_password"})
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

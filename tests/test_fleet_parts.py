@@ -207,6 +207,14 @@ def test_the_redis_password_never_shows(tmp_path: Path):
     assert "hunter2" not in repr(cfg) and "s3cr3t-pw" not in repr(cfg)
     assert "hunter2" not in where(cfg.fleet)
     assert {"hunter2", "s3cr3t-pw"} <= set(config_secrets(cfg))
+    (tmp_path / "sentinel.pw").write_text("s3nt1nel\n")
+    config.write_text(textwrap.dedent(f"""\
+        store: {tmp_path / "state.db"}
+        fleet: {{sentinels: ["10.0.0.7:26379"], sentinel_password_file: {tmp_path / "sentinel.pw"}}}
+        """))
+    sentinel = load_config(config).config
+    assert sentinel.fleet is not None and sentinel.fleet.sentinel_password is not None
+    assert "s3nt1nel" in config_secrets(sentinel) and "s3nt1nel" not in repr(sentinel)
 
 
 # -- one node against a real Redis ----------------------------------------------------------------------
