@@ -232,8 +232,9 @@ class FleetCollector(Collector):
                                 value=1.0 if r["mode"] == "shared" else 0.0)
         yield GaugeMetricFamily("blockradar_fleet_notifier", "1 while this daemon holds the notifier lease (it sends "
                                 "the fleet's notifications).", value=1.0 if r["notifies"] else 0.0)
-        yield GaugeMetricFamily("blockradar_fleet_members", "Daemons of the fleet seen alive.",
-                                value=float(r["members"]))
+        if r["members"] is not None:  # alone, this daemon does not know them: no figure rather than a false 0
+            yield GaugeMetricFamily("blockradar_fleet_members", "Daemons of the fleet seen alive.",
+                                    value=float(r["members"]))
         outcomes = CounterMetricFamily("blockradar_fleet_outcomes", "Shared outcomes: published by this daemon, "
                                        "duplicates (a call another daemon published), read from the stream, skipped "
                                        "(counted alone before), bad (unreadable), counted alone (Redis away).",

@@ -387,6 +387,15 @@ async def test_a_standby_that_loses_redis_for_a_moment_sends_nothing_the_holder_
     assert (await gate.check("webhook", note(NEW_A)))[0] == "wait"  # ... but for less than the lease: the holder's
     node._local_since -= node.cfg.lease  # as if the lease had passed
     assert (await gate.check("webhook", note(NEW_A)))[0] == "send"  # alone: it tells what it sees
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from blockradar.metrics import FleetCollector
+
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(node.report, gate.counts))
+    exposed = generate_latest(registry).decode()  # /metrics while alone (it raised: members is unknown then)
+    assert "blockradar_fleet_shared 0.0" in exposed and "blockradar_fleet_notifier 1.0" in exposed
+    assert "blockradar_fleet_members" not in exposed and 'blockradar_fleet_gate_total{verdict="send"} 1.0' in exposed
     await node.stop()
 
 
