@@ -161,6 +161,14 @@ class Daemon:
 
     # ------------------------------------------------------------------------------------ start
 
+    def _fresh_pipeline(self, ruleset: RuleSet, now: float) -> Pipeline:
+        """The start's pipeline: every PBX link down (not watched yet: nothing on it resolves)."""
+        assert self.store is not None
+        pipeline = self._build_pipeline(ruleset, self.config.effective_thresholds(), self.store)
+        for spec in self.config.connectors:
+            pipeline.connector_down(spec.name, now)
+        return pipeline
+
     def _build_pipeline(self, ruleset: RuleSet, thresholds: list[ThresholdConfig], store: Store) -> Pipeline:
         return Pipeline(ruleset, thresholds, self.config.alerting, emit=self._emit, store=store,
                         on_transition=self._transition, save_states=self._save_alert_states)
@@ -202,9 +210,7 @@ class Daemon:
                                      self._emit, on_down=self._connector_down, on_up=self._connector_up)
         now = self.clock.now()
         try:
-            self.pipeline = self._build_pipeline(self.ruleset, config.effective_thresholds(), self.store)
-            for spec in config.connectors:
-                self.pipeline.connector_down(spec.name, now)  # not watched yet: nothing on it resolves
+            self.pipeline = self._fresh_pipeline(self.ruleset, now)
             stored = self.store.iter_outcomes(now - self._history_s())
             if config.fleet is None:
                 restored = self.pipeline.rebuild(stored, now)
@@ -268,7 +274,6 @@ class Daemon:
     async def _start_fleet(self, cfg: FleetConfig, own: list[tuple[CallOutcome, Classification]], now: float) -> int:
         """Join the fleet: publish this daemon's stored outcomes (idempotent), rebuild the windows from the
         fleet's retained stream, and gate the outbox by the notifier lease; alone when Redis is away."""
-        from blockradar.fleet.client import FLEET_ERRORS
         from blockradar.fleet.node import FleetNode
         from blockradar.fleet.told import NotificationGate
 
@@ -287,11 +292,9 @@ class Daemon:
             try:
                 async for batch in self.fleet.history():
                     n += pipeline.process_many(batch)
-            except (*FLEET_ERRORS, Exception) as exc:  # Redis went away mid-read: start over from own calls
-                self.pipeline = pipeline = self._build_pipeline(pipeline.classifier, self.config.effective_thresholds(),
-                                                                self.store)
-                for spec in self.config.connectors:
-                    pipeline.connector_down(spec.name, now)
+            except Exception as exc:  # Redis went away mid-read (or sent what we cannot read): start over alone
+                assert self.ruleset is not None
+                self.pipeline = pipeline = self._fresh_pipeline(self.ruleset, now)
                 pipeline.lifecycle.restore()
                 self.fleet.alone_from_start(exc, own)
                 n = pipeline.process_many(own)
@@ -697,10 +700,7 @@ class Daemon:
             # anything a hostile or broken file raises is a failed reload, never a crash or an "ok"
             error = str(exc) if isinstance(exc, ConfigError | RuleSetError) else (
                 f"{self.loaded.path}: reload failed: {type(exc).__name__}")
-            self.last_reload.update(ok=False, error=error)
-            self.metrics.reloads.labels("failed").inc()
-            log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
-            self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
+            self._reload_failed(error, now)
             return False
         for key in ("notifiers", "store", "http", "numbers", "actions", "hep", "fleet"):
             if getattr(loaded.config, key) != getattr(self.config, key):
@@ -757,12 +757,7 @@ class Daemon:
             if problem is None and (fleet.stats["outages"] != outages or not fleet.shared):
                 problem = "the fleet's Redis was lost while the windows were rebuilt"
         if problem is not None:
-            error = f"{self.loaded.path}: reload not applied: {problem}; the previous rules and thresholds keep running"
-            self.last_reload.update(ok=False, error=error)
-            self.metrics.reloads.labels("failed").inc()
-            log.error("%s", error)
-            assert self.selfhealth is not None
-            self.selfhealth.reload_failed(error, self.clock.now())
+            self._reload_failed(f"{self.loaded.path}: reload not applied: {problem}", self.clock.now())
             return
         self.config = config
         fleet.update(history_s, self._settings_digest())
@@ -771,6 +766,13 @@ class Daemon:
         pipeline.lifecycle.adopt_announced(old.lifecycle)  # what the old one told while the stream was read
         pipeline.finish_rebuild(self.clock.now())
         self._swap_in(pipeline, ruleset)
+
+    def _reload_failed(self, error: str, now: float) -> None:
+        assert self.selfhealth is not None
+        self.last_reload.update(ok=False, error=error)
+        self.metrics.reloads.labels("failed").inc()
+        log.error("reload failed; the previous rules and thresholds keep running:\n%s", error)
+        self.selfhealth.reload_failed(error.splitlines()[0] if error else "reload failed", now)
 
     def _swap_in(self, pipeline: Pipeline, ruleset: RuleSet) -> None:
         assert self.selfhealth is not None

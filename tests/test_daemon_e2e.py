@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import blockradar
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession, event_stream
 from blockradar.testing.esl import EslServer, EslSession, load_event_frames
+from blockradar.testing.ports import free_port
 from tests.servers.http_sink import HttpSink, slack_payload_problems
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,10 +42,6 @@ AMI_SECRET = "ami-s3cret-e2e"
 ESL_PASSWORD = "esl-pa55-e2e"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Mailbox:

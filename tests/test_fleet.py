@@ -31,7 +31,8 @@ from blockradar.fleet.node import SHARED, FleetNode
 from blockradar.outcome import CallOutcome
 from blockradar.testing.ami import AmiServer, AmiSession, event_stream
 from blockradar.testing.esl import EslServer, EslSession, load_event_frames
-from blockradar.testing.redis_server import RedisServer, free_port
+from blockradar.testing.ports import free_port
+from blockradar.testing.redis_server import RedisServer
 from tests.daemons import start_daemon
 from tests.polling import until
 from tests.servers.debian_tools import require_tool

@@ -26,6 +26,7 @@ from blockradar.numbers import NumberPlan
 from blockradar.outcome import CallOutcome
 from blockradar.store import Store
 from blockradar.testing.ami import AmiServer, AmiSession, event_stream
+from blockradar.testing.ports import free_udp_port
 from tests.polling import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -160,10 +161,6 @@ def plain_call(name: str) -> bytes:
     return event_stream((FIXTURES / name).read_bytes())
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_plain_asterisk_outcome_gets_the_carriers_603_plus_from_hep(tmp_path: Path):

@@ -3,7 +3,6 @@ certificate, AUTH, text + HTML parts, the subject, and header injection attempts
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
 from email import message_from_bytes, policy
@@ -17,6 +16,7 @@ from aiosmtpd.smtp import AuthResult
 from blockradar.alerting.notifiers import build_notifier
 from blockradar.alerting.notifiers.base import Notification, NotifyError
 from blockradar.alerting.notifiers.email import build_message, message_domain
+from blockradar.testing.ports import free_port
 
 T0 = 1_700_000_000.0
 
@@ -35,10 +35,6 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False, auth_data=auth_data)  # handled=False: aiosmtpd answers 535
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

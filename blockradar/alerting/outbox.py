@@ -128,10 +128,7 @@ def merge_into(newer: Notification, older: Notification) -> Notification | None:
                 merged[fp]["change"] = "new"  # the receiver has not heard of it yet
         elif mine is None:
             alerts.append(alert)  # a resolve the receiver has not heard yet
-    status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
-    return Notification(group_key=newer.group_key, group_labels=dict(newer.group_labels), status=status,
-                        alerts=alerts, created_at=newer.created_at, id=newer.id, test=newer.test,
-                        unlisted=dict(newer.unlisted))
+    return newer.with_alerts(alerts)
 
 
 class Outbox:

@@ -193,7 +193,7 @@ class FleetNode:
         self._go_local(exc)
         self.last_id = b"0-0"
         for outcome, cls in own:
-            self._count_alone(outcome, cls, encode(outcome, cls))
+            self._count_alone(call_key(outcome), encode(outcome, cls))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet")
@@ -245,13 +245,8 @@ class FleetNode:
                 if consume:
                     self.last_id = entry_id
                 item = self._decoded(fields.get(b"o"))
-                if item is not None:
-                    key = call_key(item[0])
-                    if key not in self._counted:
-                        out.append(item)
-                    elif consume:
-                        del self._counted[key]
-                        self.stats["skipped"] += 1
+                if item is not None and not self._counted_alone(call_key(item[0]), consume=consume):
+                    out.append(item)
             yield out
             if len(entries) < HISTORY_BATCH:
                 return
@@ -269,26 +264,40 @@ class FleetNode:
                 self._outgoing.append((key, payload))
                 self._outgoing_event.set()
                 return
-        self._count_alone(outcome, cls, payload)
+        self._count_alone(key, payload)
         self.judge(outcome, cls)
 
-    def _count_alone(self, outcome: CallOutcome, cls: Classification, payload: bytes) -> None:
-        key = call_key(outcome)
+    def _count_alone(self, key: str, payload: bytes) -> None:
         now = time.monotonic()
+        self._counted.pop(key, None)
+        self._counted[key] = now  # insertion order is time order: ``_prune_counted`` lets go from the front
+        self._prune_counted(now)
+        self.stats["counted_alone"] += 1
+        if len(self._backlog) >= self.cfg.backlog:
+            self._backlog.popleft()
+            self.stats["backlog_dropped"] += 1
+        self._backlog.append((key, payload))
+
+    def _prune_counted(self, now: float) -> None:
+        """Forget calls counted alone longer ago than the retention (their entries left the stream), and the
+        oldest beyond twice the backlog (a bound in memory whatever an outage lasts)."""
         counted = self._counted
-        counted.pop(key, None)
-        counted[key] = now  # insertion order is time order: the oldest are let go from the front
         horizon = now - self.retention_ms / 1000
         while counted:
             oldest = next(iter(counted))
             if counted[oldest] >= horizon and len(counted) <= 2 * self.cfg.backlog:
                 break
             del counted[oldest]
-        self.stats["counted_alone"] += 1
-        if len(self._backlog) >= self.cfg.backlog:
-            self._backlog.popleft()
-            self.stats["backlog_dropped"] += 1
-        self._backlog.append((key, payload))
+
+    def _counted_alone(self, key: str, *, consume: bool) -> bool:
+        """This call was counted alone while Redis was away (its entry, published since, is skipped);
+        ``consume``: it is read now, so it is forgotten and counted as skipped."""
+        if key not in self._counted:
+            return False
+        if consume:
+            del self._counted[key]
+            self.stats["skipped"] += 1
+        return True
 
     def _decoded(self, payload: Any) -> tuple[CallOutcome, Classification] | None:
         try:
@@ -346,8 +355,7 @@ class FleetNode:
             return
         outcome, cls = item
         key = call_key(outcome)
-        if self._counted.pop(key, None) is not None:
-            self.stats["skipped"] += 1  # counted alone while Redis was away, published since
+        if self._counted_alone(key, consume=True):
             return
         self._in_transit.pop(key, None)
         self.stats["read"] += 1
@@ -388,9 +396,7 @@ class FleetNode:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            horizon = time.monotonic() - self.retention_ms / 1000
-            for key in [k for k, at in self._counted.items() if at < horizon]:
-                del self._counted[key]
+            self._prune_counted(time.monotonic())
             await self._compare_settings()
             await self.sync_silences()
 
@@ -549,11 +555,11 @@ class FleetNode:
             loop.cancel()
         self.stats["outages"] += 1
         # sent to Redis but not read back: count them now (those that did reach the stream are skipped later)
-        in_transit = list(self._in_transit.values())
+        in_transit = list(self._in_transit.items())
         self._in_transit.clear()
         self._outgoing.clear()
-        for outcome, cls, payload in in_transit:
-            self._count_alone(outcome, cls, payload)
+        for key, (outcome, cls, payload) in in_transit:
+            self._count_alone(key, payload)
             self.judge(outcome, cls)
         log.error("fleet: Redis at %s %s (%s): this daemon alerts and notifies on its own PBX's calls alone until "
                   "it answers", self.where, "is unreachable" if was == STARTING else "was lost", detail)

@@ -132,12 +132,7 @@ def without_told(notification: Notification, told: set[str]) -> Notification | N
         elif alert.get("state") == "resolved" or alert.get("change") == "new":
             news += 1
         alerts.append(alert)
-    if not news:
-        return None
-    status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
-    return Notification(group_key=notification.group_key, group_labels=dict(notification.group_labels),
-                        status=status, alerts=alerts, created_at=notification.created_at, id=notification.id,
-                        test=notification.test, unlisted=dict(notification.unlisted))
+    return notification.with_alerts(alerts) if news else None
 
 
 def own(notification: Notification) -> bool:

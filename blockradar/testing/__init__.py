@@ -6,6 +6,8 @@ tests, ``blockradar demo`` and the benchmarks all talk to them over TCP exactly 
 * ``AmiServer`` / ``AmiSession`` (``ami``, asyncio): Asterisk's Manager Interface;
 * ``EslServer`` / ``EslSession`` (``esl``, threads): FreeSWITCH's event socket;
 * ``HepSender`` (``hep``): a PBX's HEPv3 copies of its SIP messages over UDP, from a recording;
+* ``RedisServer`` (``redis_server``): a real Debian ``redis-server`` on a free port, for a fleet's tests and
+  benchmark (persistence, TLS, a password, a replica); ``ports.free_port()`` / ``free_udp_port()``;
 * ``event_stream()`` cuts the event frames out of an AMI recording, ``load_event_frames()`` out of
   ESL recordings; ``shift_times()`` / ``hep.shifted()`` move a recording's times to "now".
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from blockradar.testing.ports import free_port
 from tests.servers.debian_tools import require_tool
 
 CONFIG = """\
@@ -32,10 +32,6 @@ receivers:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Alertmanager:

@@ -102,6 +102,13 @@ class Notification:
     def resolved(self) -> list[AlertDict]:
         return [a for a in self.alerts if a.get("state") == "resolved"]
 
+    def with_alerts(self, alerts: list[AlertDict]) -> Notification:
+        """The same message (id, group, time) telling ``alerts`` instead; its status follows them."""
+        status = "firing" if any(a.get("state") == "firing" for a in alerts) else "resolved"
+        return Notification(group_key=self.group_key, group_labels=dict(self.group_labels), status=status,
+                            alerts=alerts, created_at=self.created_at, id=self.id, test=self.test,
+                            unlisted=dict(self.unlisted))
+
     def idempotency_key(self, notifier: str) -> str:
         """Stable per (notification, notifier): receivers drop a repeat after a crash-and-resend."""
         return f"{self.id}.{notifier}"
